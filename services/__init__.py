@@ -1,0 +1,1 @@
+"""The lab's services: one package each, plus shared code in ``services.common``."""

@@ -1,0 +1,148 @@
+"""Helpers for tests that run the services as real processes.
+
+Tests talk to a service through an address. Locally (``make test``) a fixture
+starts the service as a subprocess on a free loopback port; against the
+compose stack (``LAB_TARGET=compose``, ``make integration-test``) the same tests
+use the containers' published ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.probe import ProbeError, probe_echo, probe_http
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Generous: a cold interpreter importing uvloop or FastAPI on a loaded 2-core CI
+# machine can take a few seconds; readiness is polled, so a fast start is fast.
+START_TIMEOUT_S = 30.0
+
+# Pause between readiness polls: short, because it only bounds the wait.
+POLL_INTERVAL_S = 0.05
+
+
+def target() -> str:
+    """``local`` (default): start subprocesses; ``compose``: use the running stack."""
+    value = os.environ.get("LAB_TARGET", "local").strip().lower()
+    if value not in ("local", "compose"):
+        raise RuntimeError(f"LAB_TARGET must be local or compose, not {value!r}")
+    return value
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (the kernel picked it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` until it returns true; raise AssertionError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+@dataclass
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class ServiceProcess:
+    """A service started as ``python -m <module> --host 127.0.0.1 --port <free> <args>``.
+
+    Its stdout and stderr go to a temporary file (read with :meth:`output`), so
+    a chatty service can never block on a full pipe.
+    """
+
+    module: str
+    args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    health_path: str | None = None  # HTTP path to poll; None: echo probe
+    address: Address = field(init=False)
+    proc: subprocess.Popen[bytes] = field(init=False)
+    _log: Path = field(init=False)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
+        self.address = Address("127.0.0.1", free_port())
+        fd, name = tempfile.mkstemp(prefix=self.module.replace(".", "_") + "-", suffix=".log")
+        self._log = Path(name)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, "--host", self.address.host,
+                 "--port", str(self.address.port), *self.args],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(self._ready, timeout, f"{self.module} on {self.address}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"{self.module} exited with {self.proc.returncode} during start-up:\n{self.output()}"
+            )
+        try:
+            if self.health_path is None:
+                probe_echo(self.address.host, self.address.port, timeout=1.0)
+            else:
+                probe_http(self.address.host, self.address.port, self.health_path, timeout=1.0)
+        except ProbeError:
+            return False
+        return True
+
+    def output(self) -> str:
+        return self._log.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if the process outlives ``timeout``; always reaps it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        self.stop()
+        self._log.unlink(missing_ok=True)
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (not merely when the client is installed)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
