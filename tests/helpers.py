@@ -88,9 +88,20 @@ class ServiceProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "--host", self.address.host,
-                 "--port", str(self.address.port), *self.args],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    self.module,
+                    "--host",
+                    self.address.host,
+                    "--port",
+                    str(self.address.port),
+                    *self.args,
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             wait_until(self._ready, timeout, f"{self.module} on {self.address}")
@@ -101,9 +112,8 @@ class ServiceProcess:
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(
-                f"{self.module} exited with {self.proc.returncode} during start-up:\n{self.output()}"
-            )
+            code = self.proc.returncode
+            raise AssertionError(f"{self.module} exited {code} during start-up:\n{self.output()}")
         try:
             if self.health_path is None:
                 probe_echo(self.address.host, self.address.port, timeout=1.0)

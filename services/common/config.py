@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -31,13 +32,13 @@ class SettingError(ValueError):
     """A value that does not fit its setting; the message says why, for a human."""
 
 
-def setting(default: T, *, help: str, parse: Callable[[str], T]) -> T:  # noqa: A002
+def setting(default: T, *, help: str, parse: Callable[[str], T]) -> T:
     """Declare a dataclass field that :func:`load_settings` fills from a flag or the env.
 
     ``parse`` turns the raw string into the typed value, raising
     :class:`SettingError` (or ``ValueError``) with a short reason when it cannot.
     """
-    return dataclasses.field(default=default, metadata={"help": help, "parse": parse})  # type: ignore[no-any-return]
+    return dataclasses.field(default=default, metadata={"help": help, "parse": parse})
 
 
 def flag_name(field_name: str) -> str:
@@ -126,7 +127,7 @@ def parse_float(raw: str, *, low: float | None = None, high: float | None = None
         value = float(raw.strip())
     except ValueError:
         raise SettingError("is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise SettingError("must be a finite number")
     if low is not None and value < low:
         raise SettingError(f"must be >= {low}")
@@ -160,12 +161,17 @@ def host(raw: str) -> str:
     value = raw.strip()
     if not value or any(c.isspace() for c in value) or "/" in value:
         raise SettingError("is not a host name or IP address")
+    if ":" in value and not _is_ip(value):  # not an IPv6 literal: probably "host:port"
+        raise SettingError("is not a host name or IP address (give the port separately)")
+    return value
+
+
+def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if ":" in value:  # not an IPv6 literal, so probably "host:port"
-            raise SettingError("is not a host name or IP address (give the port separately)")
-    return value
+        return False
+    return True
 
 
 def choice(*allowed: str) -> Callable[[str], str]:

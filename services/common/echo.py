@@ -21,7 +21,9 @@ class EchoSettings:
     """What an echo server needs to know at start-up; see ``--help`` for each."""
 
     host: str = config.setting("0.0.0.0", help="interface to listen on", parse=config.host)
-    port: int = config.setting(9001, help="TCP port to listen on (0: any free port)", parse=config.port)
+    port: int = config.setting(
+        9001, help="TCP port to listen on (0: any free port)", parse=config.port
+    )
     max_connections: int = config.setting(
         1000,
         help="connections served at once; extra ones are closed at once and counted",
@@ -40,4 +42,6 @@ class EchoSettings:
     backlog: int = config.setting(
         1024, help="listen() backlog: connections the kernel queues", parse=config.positive_int
     )
-    log_level: str = config.setting("info", help="debug, info, warning or error", parse=config.log_level)
+    log_level: str = config.setting(
+        "info", help="debug, info, warning or error", parse=config.log_level
+    )

@@ -48,7 +48,9 @@ def probe_echo(host: str, port: int, timeout: float = DEFAULT_TIMEOUT_S) -> floa
             while len(received) < len(nonce):
                 chunk = sock.recv(len(nonce) - len(received))
                 if not chunk:
-                    raise ProbeError(f"connection closed after {len(received)} of {NONCE_SIZE} bytes")
+                    raise ProbeError(
+                        f"connection closed after {len(received)} of {NONCE_SIZE} bytes"
+                    )
                 received += chunk
     except OSError as exc:
         raise ProbeError(f"{host}:{port}: {exc}") from None

@@ -67,7 +67,10 @@ def test_probe_cli_reports_unhealthy_without_traceback():
     # Nothing listens on port 1 of loopback: the probe must say so and exit 1.
     proc = subprocess.run(
         [sys.executable, "-m", "services.common.probe", "127.0.0.1", "1", "--timeout", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("probe: unhealthy: 127.0.0.1:1")
