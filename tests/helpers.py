@@ -9,6 +9,7 @@ use the containers' published ports.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -65,18 +66,42 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
+def parse_address(text: str) -> Address:
+    """``host:port`` (as in LAB_*_ADDR variables) to an Address; ValueError if malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port, not {text!r}")
+    return Address(host.strip("[]"), int(port))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` from /proc (Linux), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def open_fd_count(pid: int) -> int:
+    """How many file descriptors process ``pid`` has open right now (Linux /proc)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 @dataclass
 class ServiceProcess:
     """A service started as ``python -m <module> --host 127.0.0.1 --port <free> <args>``.
 
     Its stdout and stderr go to a temporary file (read with :meth:`output`), so
-    a chatty service can never block on a full pipe.
+    a chatty service can never block on a full pipe. ``rlimit_nofile`` lowers
+    the process's soft descriptor limit right after it is spawned (while the
+    interpreter is still starting), for tests that exhaust descriptors.
     """
 
     module: str
     args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
     health_path: str | None = None  # HTTP path to poll; None: echo probe
+    rlimit_nofile: int | None = None  # soft RLIMIT_NOFILE for the process; None: inherit
     address: Address = field(init=False)
     proc: subprocess.Popen[bytes] = field(init=False)
     _log: Path = field(init=False)
@@ -104,6 +129,9 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
             )
         try:
+            if self.rlimit_nofile is not None:
+                _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE)
+                resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self.rlimit_nofile, hard))
             wait_until(self._ready, timeout, f"{self.module} on {self.address}")
         except BaseException:
             self.stop()
@@ -122,6 +150,10 @@ class ServiceProcess:
         except ProbeError:
             return False
         return True
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def output(self) -> str:
         return self._log.read_text(errors="replace")
