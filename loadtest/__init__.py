@@ -1,0 +1,10 @@
+"""Locust load tests for the lab's services, and the pieces they are made of.
+
+``locustfile.py`` is what Locust loads; ``users.py`` holds the users,
+``tcp_client.py`` the byte-verifying TCP echo client, ``gate.py`` the pass/fail
+thresholds (pure Python, no Locust import), ``options.py`` the custom arguments,
+``local.py`` the no-Docker runner and ``bench.py`` the efficiency measurement.
+
+Only ``locustfile.py``, ``users.py`` and ``options.py`` import Locust (and so
+gevent's monkey patching); everything else is safe to import from pytest.
+"""
