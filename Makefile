@@ -19,7 +19,6 @@ venv: $(VENV_STAMP) ## create .venv from the lock file (requirements/dev.txt)
 
 $(VENV_STAMP): requirements/dev.txt
 	$(PYTHON_HOST) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	touch $@
 
@@ -128,7 +127,9 @@ up: images ## build, start the stack and wait until every service is healthy
 
 down: ## stop and remove the stack: containers, networks, volumes (nothing left)
 	@docker info >/dev/null 2>&1 || { echo "down: no Docker engine answers; nothing to remove"; exit 0; }
-	$(COMPOSE) down -v --remove-orphans
+	@# '-': a failing compose down (v1 quirks, a network still used by a profile's
+	@# containers) must not skip the sweep below, which exists for exactly that case.
+	-$(COMPOSE) down -v --remove-orphans
 	@# Also what another profile (e.g. loadtest) or an interrupted run left behind.
 	@label=com.docker.compose.project=$(COMPOSE_PROJECT_NAME); \
 	  docker ps -aq --filter label=$$label | xargs -r docker rm -fv >/dev/null; \

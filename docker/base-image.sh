@@ -75,6 +75,10 @@ build_airgap() {
     rm -rf usr/share/man/* usr/share/info/* usr/share/lintian/* usr/share/linda/*
     find usr/share/locale -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
     rm -rf var/lib/apt/lists/* var/cache/apt/*.bin var/cache/apt/archives/*.deb var/cache/debconf/*-old var/log/* tmp/*
+    # debootstrap copies the host's resolver config and name; Docker provides both at
+    # run time, so the image must not carry the build host's. (etc/apt/sources.list
+    # keeps the host's mirror on purpose: an image extended on this network can use it.)
+    rm -f etc/resolv.conf etc/hostname
     # Keep later apt installs (users extending the image) as lean as this one.
     printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
       'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
