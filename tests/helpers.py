@@ -1,7 +1,7 @@
 """Helpers for tests that run the services as real processes.
 
 Tests talk to a service through an address. Locally (``make test``) a fixture
-starts the service as a subprocess on a free loopback port; against the
+starts the service as a subprocess on a loopback port; against the
 compose stack (``LAB_TARGET=compose``, ``make integration-test``) the same tests
 use the containers' published ports.
 """
@@ -9,6 +9,7 @@ use the containers' published ports.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import signal
@@ -31,6 +32,16 @@ START_TIMEOUT_S = 30.0
 
 # Pause between readiness polls: short, because it only bounds the wait.
 POLL_INTERVAL_S = 0.05
+
+# Services that log the port they bound at start, by module: the event that carries
+# ``port=``. ServiceProcess starts these with ``--port 0`` and reads the port back,
+# so no other process can take it between choosing and binding (free_port's race).
+# Anything else (the benchmark's reference servers) still gets a free_port().
+BOUND_PORT_EVENTS = {
+    "services.trio_echo": "start",
+    "services.uvloop_echo": "start",
+    "services.unsync_worker": "listening",
+}
 
 
 def target() -> str:
@@ -87,14 +98,32 @@ def open_fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+# One ``key=value`` field of a log line (services.common.logs); quoted values may
+# contain spaces and escaped quotes.
+_LOG_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def parse_events(output: str) -> list[dict[str, str]]:
+    """Every ``event=...`` log line in ``output`` as a dict of its key=value fields, in order."""
+    events = []
+    for line in output.splitlines():
+        fields = dict(_LOG_FIELD.findall(line))
+        if "event" in fields:
+            events.append(fields)
+    return events
+
+
 @dataclass
 class ServiceProcess:
-    """A service started as ``python -m <module> --host 127.0.0.1 --port <free> <args>``.
+    """A service started as ``python -m <module> --host 127.0.0.1 --port <port> <args>``.
 
-    Its stdout and stderr go to a temporary file (read with :meth:`output`), so
-    a chatty service can never block on a full pipe. ``rlimit_nofile`` lowers
-    the process's soft descriptor limit right after it is spawned (while the
-    interpreter is still starting), for tests that exhaust descriptors.
+    For the modules in :data:`BOUND_PORT_EVENTS` the port is 0 and
+    :attr:`address` is read from the service's start log line; for any other,
+    a :func:`free_port`. Its stdout and stderr go to a temporary file (read with
+    :meth:`output`), so a chatty service can never block on a full pipe.
+    ``rlimit_nofile`` lowers the process's soft descriptor limit right after it
+    is spawned (while the interpreter is still starting), for tests that
+    exhaust descriptors.
     """
 
     module: str
@@ -107,7 +136,13 @@ class ServiceProcess:
     _log: Path = field(init=False)
 
     def start(self, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
-        self.address = Address("127.0.0.1", free_port())
+        """Spawn the service and return once it answers its probe; stops it on any failure.
+
+        AssertionError (with the service's output) if it exits during start-up
+        or is not ready within ``timeout``.
+        """
+        port_event = BOUND_PORT_EVENTS.get(self.module)
+        self.address = Address("127.0.0.1", 0 if port_event else free_port())
         fd, name = tempfile.mkstemp(prefix=self.module.replace(".", "_") + "-", suffix=".log")
         self._log = Path(name)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -132,16 +167,39 @@ class ServiceProcess:
             if self.rlimit_nofile is not None:
                 _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE)
                 resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self.rlimit_nofile, hard))
-            wait_until(self._ready, timeout, f"{self.module} on {self.address}")
+            deadline = time.monotonic() + timeout
+            if port_event is not None:
+                wait_until(
+                    lambda: self._read_bound_port(port_event),
+                    timeout,
+                    f"{self.module} to log event={port_event} with its port",
+                )
+            wait_until(
+                self._ready,
+                max(0.0, deadline - time.monotonic()),
+                f"{self.module} on {self.address}",
+            )
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _ready(self) -> bool:
+    def _check_running(self) -> None:
         if self.proc.poll() is not None:
             code = self.proc.returncode
             raise AssertionError(f"{self.module} exited {code} during start-up:\n{self.output()}")
+
+    def _read_bound_port(self, event: str) -> bool:
+        """True once the log has ``event=<event> ... port=N``; sets :attr:`address` to it."""
+        self._check_running()
+        for fields in parse_events(self.output()):
+            if fields["event"] == event and fields.get("port", "").isdigit():
+                self.address = Address(self.address.host, int(fields["port"]))
+                return True
+        return False
+
+    def _ready(self) -> bool:
+        self._check_running()
         try:
             if self.health_path is None:
                 probe_echo(self.address.host, self.address.port, timeout=1.0)

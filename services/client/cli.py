@@ -11,8 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
 
 import anyio
 
@@ -50,28 +49,8 @@ DEFAULT_TIMEOUT_S = 10.0
 EXIT_INTERRUPTED = 130
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(config.EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _typed(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """Adapt a :mod:`services.common.config` parser to argparse's ``type=``."""
-
-    def convert(raw: str) -> Any:
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{raw!r} {exc}") from None
-
-    convert.__name__ = name  # argparse names the type in some messages
-    return convert
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = config.OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     echo = commands.add_parser(
         "echo",
@@ -79,27 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run COUNT round trips of SIZE bytes spread over CONCURRENCY "
         "connections, verify every echoed byte, print rates and latencies.",
     )
-    echo.add_argument("--host", type=_typed(config.host, "host"), default="127.0.0.1")
+    echo.add_argument("--host", type=config.arg_type(config.host, "host"), default="127.0.0.1")
     echo.add_argument(
         "--port",
-        type=_typed(lambda raw: config.parse_int(raw, low=1, high=65535), "port"),
+        type=config.arg_type(config.connect_port, "port"),
         default=DEFAULT_PORT,
     )
     echo.add_argument(
         "--size",
-        type=_typed(lambda raw: config.parse_int(raw, low=1, high=MAX_SIZE), "size"),
+        type=config.arg_type(lambda raw: config.parse_int(raw, low=1, high=MAX_SIZE), "size"),
         default=1024,
         help="payload bytes per round trip (default 1024)",
     )
     echo.add_argument(
         "--count",
-        type=_typed(config.positive_int, "count"),
+        type=config.arg_type(config.positive_int, "count"),
         default=1000,
         help="round trips in total (default 1000)",
     )
     echo.add_argument(
         "--concurrency",
-        type=_typed(lambda raw: config.parse_int(raw, low=1, high=MAX_CONCURRENCY), "concurrency"),
+        type=config.arg_type(
+            lambda raw: config.parse_int(raw, low=1, high=MAX_CONCURRENCY), "concurrency"
+        ),
         default=8,
         help="connections, each running its share of round trips in turn (default 8)",
     )
@@ -111,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     echo.add_argument(
         "--timeout",
-        type=_typed(config.non_negative_float, "timeout"),
+        type=config.arg_type(config.non_negative_float, "timeout"),
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help="limit for connecting and for each round trip; 0: none "

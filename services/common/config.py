@@ -24,6 +24,9 @@ from typing import Any, NoReturn, TypeVar
 # Exit status for bad usage or configuration, as argparse and most Unix tools use.
 EXIT_USAGE = 2
 
+# Exit status when the service could not start: address in use, host does not resolve.
+EXIT_START_FAILED = 1
+
 S = TypeVar("S")
 T = TypeVar("T")
 
@@ -49,11 +52,28 @@ def env_name(env_prefix: str, field_name: str) -> str:
     return env_prefix + field_name.upper()
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def arg_type(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
+    """Adapt one of this module's parsers to argparse's ``type=``.
+
+    A rejected value becomes argparse's own one-line usage error, e.g.
+    ``--port: '70000' must be <= 65535``, instead of a traceback.
+    """
+
+    def convert(raw: str) -> T:
+        try:
+            return parse(raw)
+        except ValueError as exc:  # SettingError is a ValueError
+            raise argparse.ArgumentTypeError(f"{raw!r} {exc}") from None
+
+    convert.__name__ = name  # argparse names the type in some messages
+    return convert
 
 
 def load_settings(
@@ -73,7 +93,7 @@ def load_settings(
     """
     environ = os.environ if environ is None else environ
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -139,6 +159,11 @@ def parse_float(raw: str, *, low: float | None = None, high: float | None = None
 def port(raw: str) -> int:
     """A TCP port to listen on; 0 asks the kernel for a free one."""
     return parse_int(raw, low=0, high=65535)
+
+
+def connect_port(raw: str) -> int:
+    """A TCP port to connect to: 1 to 65535 (0 is not a port anyone listens on)."""
+    return parse_int(raw, low=1, high=65535)
 
 
 def positive_int(raw: str) -> int:

@@ -1,11 +1,14 @@
-"""Settings and constants shared by the echo servers (trio and asyncio/uvloop).
+"""Settings, constants and log-field formats shared by the echo servers (trio, asyncio/uvloop).
 
 Both servers keep one contract (RFC 862 echo, half-close, drain on SIGTERM),
-so they share one settings shape; each adds its own fields by subclassing.
+so they share one settings shape; each adds its own fields by subclassing. They
+also log in one vocabulary, so the helpers that format ``peer=`` and ``error=``
+values live here.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from services.common import config
@@ -14,6 +17,30 @@ from services.common.shutdown import DEFAULT_DRAIN_S
 # Bytes read per receive call: large enough that a 4 MiB stream needs few
 # syscalls, small enough that a connection holds little memory while it echoes.
 RECV_SIZE = 64 * 1024
+
+# ``peer=`` of a connection whose address could not be read (it reset before we looked).
+UNKNOWN_PEER = "unknown"
+
+
+def format_address(address: object) -> str:
+    """``host:port`` for an IPv4 socket address, ``[host]:port`` for IPv6.
+
+    Anything that is not a ``(host, port, ...)`` tuple (``None`` from a transport
+    that lost its socket, for one) becomes :data:`UNKNOWN_PEER`. Never raises.
+    """
+    if not isinstance(address, tuple) or len(address) < 2:
+        return UNKNOWN_PEER
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def errno_name(exc: BaseException) -> str:
+    """The ``error=`` value for ``exc``: its errno name (``ECONNRESET``) if it has one,
+    else the errno number, else the exception's type name. Never raises."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code:
+        return errno.errorcode.get(code, str(code))
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)

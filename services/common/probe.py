@@ -4,21 +4,24 @@
 random nonce and expects the same bytes back: a listening socket alone is not
 "healthy", an echo is. ``--http PATH`` instead sends ``GET PATH`` and expects a
 2xx status (the worker's ``/healthz``). Exit status 0 means healthy, 1 means
-not, 2 means bad usage; one line on stderr says why a probe failed.
+not, 2 means bad usage (a port outside 1-65535, say); one line on stderr says
+why, never a traceback.
 
-Only the standard library is used, so the probe costs nothing at start-up and
-works in any image that runs the services.
+Only the standard library is used (services.common.config is stdlib-only too),
+so the probe costs nothing at start-up and works in any image that runs the
+services.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
+
+from services.common import config
 
 # Long enough for a busy server to answer, short enough that a healthcheck
 # interval of a few seconds is not overrun.
@@ -75,11 +78,18 @@ def probe_http(host: str, port: int, path: str, timeout: float = DEFAULT_TIMEOUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("host")
-    parser.add_argument("port", type=int)
+    """Probe once; 0 healthy, 1 unhealthy, 2 bad usage, each failure as one stderr line."""
+    parser = config.OneLineParser(prog="probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("host", type=config.arg_type(config.host, "host"))
+    parser.add_argument("port", type=config.arg_type(config.connect_port, "port"))
     parser.add_argument("--http", metavar="PATH", help="probe an HTTP endpoint instead of echo")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    parser.add_argument(
+        "--timeout",
+        type=config.arg_type(config.positive_float, "timeout"),
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to wait for connect and answer (default {DEFAULT_TIMEOUT_S:g})",
+    )
     args = parser.parse_args(argv)
     try:
         if args.http:

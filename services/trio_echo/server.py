@@ -24,7 +24,6 @@ connection runs as one task in a nursery. Around it:
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import logging
 import math
@@ -42,7 +41,7 @@ import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
 from services.common import config
-from services.common.echo import RECV_SIZE, EchoSettings
+from services.common.echo import RECV_SIZE, UNKNOWN_PEER, EchoSettings, errno_name, format_address
 from services.common.logs import kv, log_event, setup_logging
 from services.common.shutdown import SHUTDOWN_SIGNALS
 
@@ -54,10 +53,6 @@ DESCRIPTION = (
 )
 
 logger = logging.getLogger("trio_echo")
-
-# Exit status when the server cannot listen (port taken, host unknown): a
-# condition of the machine rather than a malformed setting (those exit 2).
-EXIT_START_FAILED = 1
 
 # Idle checks per idle window: a quiet connection is closed between 1 and
 # 1 + 2/4 idle windows after its last byte, and the checker wakes rarely.
@@ -161,17 +156,8 @@ def _peer_name(sock: trio.socket.SocketType) -> str:
     try:
         address = sock.getpeername()
     except OSError:  # already reset before we looked
-        return "unknown"
-    return _format_address(address)
-
-
-def _format_address(address: Any) -> str:
-    host, port = str(address[0]), address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _errno_name(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else type(exc).__name__
+        return UNKNOWN_PEER
+    return format_address(address)
 
 
 class _AcceptErrorLog(logging.Filter):
@@ -197,7 +183,7 @@ class _AcceptErrorLog(logging.Filter):
             return False
         self._quiet_until = now + self._window_s
         exc = record.exc_info[1] if record.exc_info else None
-        code = _errno_name(exc) if isinstance(exc, OSError) else "unknown"
+        code = errno_name(exc) if isinstance(exc, OSError) else "unknown"
         fields = kv(errno=code, retrying=True, total=self.total, suppressed=self._suppressed)
         record.msg, record.args = "event=accept_error %s", (fields,)
         record.exc_info, record.exc_text = None, None
@@ -287,7 +273,7 @@ class TrioEchoServer:
         ``handlers`` keep running.
         """
         s = self.settings
-        bound = [_format_address(listener.socket.getsockname()) for listener in listeners]
+        bound = [format_address(listener.socket.getsockname()) for listener in listeners]
         async with trio.open_nursery() as acceptors:
             await acceptors.start(
                 functools.partial(
@@ -395,7 +381,7 @@ class TrioEchoServer:
             sock = socket.socket(fileno=fd)
         except OSError as exc:
             os.close(fd)
-            self._log_end(peer, END_ERROR, started, conn, _errno_name(exc))
+            self._log_end(peer, END_ERROR, started, conn, errno_name(exc))
             return
         sock.setblocking(False)
         self._conns.add(conn)
@@ -412,7 +398,7 @@ class TrioEchoServer:
         except ConnectionError:  # reset, aborted, broken pipe
             end = END_RESET
         except OSError as exc:
-            detail = _errno_name(exc)
+            detail = errno_name(exc)
         except Exception:  # a bug: keep serving the others, but say so loudly
             logger.exception("event=handler_bug peer=%s", peer)
             detail = "bug"
@@ -448,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad settings print one line and exit 2 (:data:`config.EXIT_USAGE`); an
     address that cannot be listened on prints one line and exits
-    :data:`EXIT_START_FAILED`.
+    :data:`config.EXIT_START_FAILED`.
     """
     settings = config.load_settings(
         EchoSettings, prog=PROG, env_prefix=ENV_PREFIX, description=DESCRIPTION, argv=argv
@@ -458,5 +444,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(TrioEchoServer(settings).run)
     except StartupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_START_FAILED
+        return config.EXIT_START_FAILED
     return 0

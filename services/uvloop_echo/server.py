@@ -30,7 +30,6 @@ Lifecycle and error handling:
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import importlib.metadata
 import logging
@@ -38,11 +37,14 @@ import os
 import platform
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, cast
 
 import uvloop
 
+from services.common import config
+from services.common.echo import UNKNOWN_PEER, errno_name, format_address
 from services.common.logs import log_event, setup_logging
 from services.common.shutdown import install_asyncio_signal_handlers
 from services.uvloop_echo.settings import PROG, UvloopEchoSettings, load
@@ -73,9 +75,6 @@ CUT_WAIT_S = 1.0
 # CPython 3.11 reports EMFILE once per queued connection, up to `backlog` times a wake-up.
 ACCEPT_ERROR_LOG_S = 1.0
 
-# Exit status when the server cannot start (the port is taken, the host does not resolve).
-EXIT_START_FAILED = 1
-
 
 class StartError(Exception):
     """The server could not listen; the message is one line for the operator."""
@@ -85,9 +84,10 @@ class EchoConnection(asyncio.Protocol):
     """One client connection: echoes every byte, in order, with bounded buffering.
 
     The connection registers itself with its :class:`EchoServer` and reports back
-    when it ends; the server logs one line for it. ``end`` says why it ended
-    (``eof``, ``idle``, ``reset``, ``error``, ``shutdown``, ``rejected``) and
-    ``unsent`` how many echoed bytes were still buffered when the server cut it.
+    when it ends; the server decides how it ended and logs one line for it.
+    ``end`` is set only when the server itself closes the connection (``idle``,
+    ``shutdown``, ``rejected``); ``unsent`` is how many echoed bytes were still
+    buffered when the server cut it.
     """
 
     __slots__ = (
@@ -112,7 +112,7 @@ class EchoConnection(asyncio.Protocol):
         self.bytes_in = 0
         self.end = ""
         self.unsent = 0
-        self.peer = "-"
+        self.peer = UNKNOWN_PEER
         self.started = 0.0
         self.active_at = 0.0
         self.mark_in = 0
@@ -134,10 +134,10 @@ class EchoConnection(asyncio.Protocol):
 
         ``write_eof`` and ``close`` both wait for the buffered echo to flush; the
         True return keeps the transport half-open (writable) until then, instead
-        of letting the transport close it as soon as this returns.
+        of letting the transport close it as soon as this returns. Whether the
+        connection ends as ``eof`` is decided in ``connection_lost``: the client
+        may still reset it while the echo flushes.
         """
-        if not self.end:
-            self.end = "eof"
         self.transport.write_eof()
         self.transport.close()
         return True
@@ -153,19 +153,19 @@ class EchoConnection(asyncio.Protocol):
         self.server.connection_lost(self, exc)
 
 
-def _end_reason(exc: BaseException | None) -> str:
+def _end_reason(conn: EchoConnection, exc: BaseException | None) -> str:
+    """How ``conn`` ended: the server's own reason if it closed it, else what ``exc`` says.
+
+    ``None`` from the transport means the client's EOF was answered and the
+    echo flushed; an exception while flushing (the client reset) wins over that.
+    """
+    if conn.end:  # idle, shutdown or rejected: the server closed it
+        return conn.end
     if exc is None:
         return "eof"
     if isinstance(exc, ConnectionError):  # reset, broken pipe, aborted
         return "reset"
     return "error"
-
-
-def _format_peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
-        return f"{host}:{peer[1]}"
-    return str(peer) if peer else "-"
 
 
 class EchoServer:
@@ -191,11 +191,11 @@ class EchoServer:
         self.stop_signal = ""
         self.stop_requested = asyncio.Event()
         self._wake = asyncio.Event()  # set when the last connection closes while stopping
-        self.accepted = 0
-        self.rejected = 0
-        self.idle_closed = 0
-        self.cut = 0
+        self.accepted = 0  # connections served (rejected ones are only counted in `ended`)
+        self.ended: Counter[str] = Counter()  # connections by how they ended, as logged
         self.relistened = 0
+        self.started_at = 0.0  # loop time when listening began
+        self.stopping_at = 0.0  # loop time of the first shutdown signal
         self.accept_errors = 0
         self._accept_error_logged_at = -ACCEPT_ERROR_LOG_S
         self.loop.set_exception_handler(self._on_loop_error)
@@ -213,6 +213,7 @@ class EchoServer:
             raise StartError(
                 f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}"
             ) from None
+        self.started_at = self.loop.time()
         self._tick_handle = self.loop.call_later(self.tick_s, self._tick)
 
     async def _listen(self) -> None:
@@ -243,7 +244,13 @@ class EchoServer:
                 self.listener.close()
             await self._listen()
         except OSError as exc:
-            log_event(logger, "relisten_failed", logging.WARNING, error=exc, retry_s=self.tick_s)
+            log_event(
+                logger,
+                "relisten_failed",
+                logging.WARNING,
+                error=errno_name(exc),
+                retry_s=self.tick_s,
+            )
         else:
             self.relistened += 1
             log_event(logger, "relistened", logging.WARNING, port=self.port)
@@ -254,10 +261,9 @@ class EchoServer:
 
     def connection_made(self, conn: EchoConnection) -> None:
         conn.started = conn.active_at = self.loop.time()
-        conn.peer = _format_peer(conn.transport.get_extra_info("peername"))
+        conn.peer = format_address(conn.transport.get_extra_info("peername"))
         if self.stopping or len(self.conns) >= self.settings.max_connections:
             conn.end = "rejected"
-            self.rejected += 1
             conn.transport.close()
             return
         self.accepted += 1
@@ -265,8 +271,10 @@ class EchoServer:
         self.conns.add(conn)
 
     def connection_lost(self, conn: EchoConnection, exc: Exception | None) -> None:
+        """Decide how ``conn`` ended, count it and log its one line (trio's fields)."""
         self.conns.discard(conn)
-        end = conn.end or _end_reason(exc)
+        end = _end_reason(conn, exc)
+        self.ended[end] += 1
         fields: dict[str, Any] = {
             "peer": conn.peer,
             "bytes_in": conn.bytes_in,
@@ -274,8 +282,13 @@ class EchoServer:
             "duration": self.loop.time() - conn.started,
             "end": end,
         }
-        if exc is not None:
-            fields["error"] = f"{type(exc).__name__}: {exc}"
+        if end == "error" and exc is not None:
+            # As trio logs it: the errno name, or "bug" for an exception from our
+            # own callback (the loop_error line has its message).
+            fields["error"] = errno_name(exc) if isinstance(exc, OSError) else "bug"
+        if end == "rejected":
+            fields["rejected"] = self.ended["rejected"]
+            fields["open"] = len(self.conns)
         log_event(logger, "connection", **fields)
         if self.stopping and not self.conns:
             self._wake.set()
@@ -311,7 +324,6 @@ class EchoServer:
                     conn.mark_buffered = buffered
                     conn.active_at = now
                 elif conn.active_at <= deadline:
-                    self.idle_closed += 1
                     self._cut(conn, "idle", graceful=True)
         if not self.stopping and self._relisten is None and self._listener_lost():
             log_event(logger, "listener_lost", logging.WARNING, port=self.port)
@@ -333,7 +345,7 @@ class EchoServer:
                     logger,
                     "accept_error",
                     logging.WARNING,
-                    errno=errno.errorcode.get(exc.errno or 0, exc.errno),
+                    errno=errno_name(exc),
                     total=self.accept_errors,
                     open=len(self.conns),
                 )
@@ -355,6 +367,7 @@ class EchoServer:
             self._wake.set()
             return
         self.stopping = True
+        self.stopping_at = self.loop.time()
         self.stop_signal = sig.name
         if self.listener is not None:
             self.listener.close()
@@ -381,7 +394,6 @@ class EchoServer:
             except TimeoutError:
                 pass
         for conn in list(self.conns):
-            self.cut += 1
             self._cut(conn, "shutdown", graceful=False)
         if self.conns:
             self._wake.clear()
@@ -392,17 +404,22 @@ class EchoServer:
                 pass
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        # The trio server's summary fields, in its order; `relistened` is this server's own.
         log_event(
             logger,
             "stopped",
             signal=self.stop_signal or "-",
             accepted=self.accepted,
-            rejected=self.rejected,
-            idle_closed=self.idle_closed,
-            cut=self.cut,
+            rejected=self.ended["rejected"],
+            idle_closed=self.ended["idle"],
+            cut=self.ended["shutdown"],
+            eof=self.ended["eof"],
+            reset=self.ended["reset"],
+            error=self.ended["error"],
             accept_errors=self.accept_errors,
-            relistened=self.relistened,
             drain_used_s=self.loop.time() - start,
+            uptime_s=self.stopping_at - self.started_at,
+            relistened=self.relistened,
         )
 
 
@@ -444,7 +461,7 @@ def run(settings: UvloopEchoSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse settings (bad ones exit 2), serve, and return the exit status.
 
-    0 after an orderly shutdown; :data:`EXIT_START_FAILED` with one line on
+    0 after an orderly shutdown; :data:`config.EXIT_START_FAILED` with one line on
     stderr if the server cannot listen.
     """
     settings = load(argv)
@@ -453,5 +470,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(settings)
     except StartError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_START_FAILED
+        return config.EXIT_START_FAILED
     return 0

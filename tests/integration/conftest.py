@@ -3,7 +3,7 @@
 Every test that asks for ``echo_address`` (or ``echo_server``) runs once per
 variant: ``trio`` (services.trio_echo), ``uvloop`` and ``asyncio``
 (services.uvloop_echo on either loop). Locally (``make test``) each variant is a
-real subprocess on a free loopback port, started once per session; with
+real subprocess on a loopback port the kernel picks, started once per session; with
 ``LAB_TARGET=compose`` the tests use the containers' published ports instead
 (override with ``LAB_TRIO_ECHO_ADDR`` / ``LAB_UVLOOP_ECHO_ADDR`` as host:port).
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.common import config
+from services.common import config, probe
 from services.common.echo import EchoSettings
 from tests.helpers import REPO_ROOT
 
@@ -75,3 +75,23 @@ def test_probe_cli_reports_unhealthy_without_traceback():
     assert proc.returncode == 1
     assert proc.stderr.startswith("probe: unhealthy: 127.0.0.1:1")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["127.0.0.1", "70000"], "argument port: '70000' must be <= 65535"),
+        (["127.0.0.1", "0"], "argument port: '0' must be >= 1"),
+        (["127.0.0.1", "http"], "argument port: 'http' is not an integer"),
+        (["127.0.0.1", "9001", "--timeout", "-1"], "argument --timeout: '-1' must be >= 0.0"),
+    ],
+)
+def test_probe_bad_usage_exits_2_with_one_line(capsys, argv, needle):
+    # In-process: argparse's exit is a SystemExit here, a traceback would be any other error.
+    with pytest.raises(SystemExit) as exc:
+        probe.main(argv)
+    assert exc.value.code == config.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("probe: error: ")
+    assert needle in err
+    assert err.count("\n") == 1, err

@@ -8,10 +8,13 @@ whether it re-created its listener.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import socket
+import struct
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -19,7 +22,7 @@ import pytest
 import uvloop
 
 from services.common import config
-from services.uvloop_echo.server import HIGH_WATER, EchoServer
+from services.uvloop_echo.server import HIGH_WATER, EchoConnection, EchoServer
 from services.uvloop_echo.settings import UvloopEchoSettings, load
 from tests.helpers import REPO_ROOT
 
@@ -34,8 +37,13 @@ MAX_READ = 256 * 1024
 CHUNK = 64 * 1024
 MAX_CHUNKS = 1024
 
-# A send that makes no progress for this long means the server stopped reading.
+# A send that makes no progress for this long means the server may have stopped reading...
 STALL_S = 0.5
+
+# ...and it has if it takes no byte for this much longer: one scheduling gap on a
+# busy 2-core machine can exceed STALL_S, not this as well. If the server does take
+# bytes meanwhile, it was a gap and the push goes on.
+STALL_CONFIRM_S = 2.0
 
 # Upper bound for any step that waits on the server in these tests.
 STEP_TIMEOUT_S = 10.0
@@ -114,8 +122,14 @@ def test_client_that_never_reads_costs_bounded_memory(loop_name):
                     async with asyncio.timeout(STALL_S):
                         await loop.sock_sendall(client, b"\x5a" * CHUNK)
                 except TimeoutError:
-                    break  # kernel buffers full: the server has stopped reading us
-                sent += CHUNK
+                    # Kernel buffers full: confirm the server has stopped reading us.
+                    (conn,) = server.conns
+                    taken = conn.bytes_in
+                    await asyncio.sleep(STALL_CONFIRM_S)
+                    if conn.bytes_in == taken:
+                        break
+                    continue  # a scheduling gap, not a stall: push on
+                sent += CHUNK  # a chunk cut short by the timeout is left uncounted
             else:
                 pytest.fail(f"sent {MAX_CHUNKS * CHUNK} bytes without stalling")
 
@@ -131,6 +145,71 @@ def test_client_that_never_reads_costs_bounded_memory(loop_name):
                     assert data, "server closed the connection"
                     assert data.count(b"\x5a") == len(data)
                     received += len(data)
+        finally:
+            client.close()
+            await stopped(server)
+
+    run_on(loop_name, scenario)
+
+
+# -- how a connection ended ---------------------------------------------------------
+
+# Client chunk size while filling the server's socket send buffer: small, so the
+# server's own write buffer is far below HIGH_WATER (still reading) once it fills.
+FILL_CHUNK = 4 * 1024
+
+# Most bytes pushed before the server buffers in user space: above what the kernel
+# buffers on loopback with autotuning (a few MiB), bounded anyway.
+FILL_LIMIT = 64 << 20
+
+
+# Pause between looks at the in-process server's state: it runs on this same loop,
+# so each pause is a chance for its callbacks to run.
+POLL_S = 0.001
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Give the loop turns until ``check()`` holds; fail after about STEP_TIMEOUT_S."""
+    for _ in range(int(STEP_TIMEOUT_S / POLL_S)):
+        if check():
+            return
+        await asyncio.sleep(POLL_S)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def has_read(conn: EchoConnection, size: int) -> bool:
+    return conn.bytes_in == size
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_reset_while_the_echo_flushes_after_eof_ends_as_reset(loop_name):
+    """The client half-closes while its echo is still buffered, then resets: ``end=reset``."""
+
+    async def scenario(loop_name: str) -> None:
+        server = await started(loop_name, idle_timeout_s=0.0)
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FILL_CHUNK)
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, ("127.0.0.1", server.port))
+            await until(lambda: len(server.conns) == 1, "the server to accept")
+            (conn,) = server.conns
+            sent = 0
+            # The client never reads: push until the server has to buffer its echo.
+            while conn.transport.get_write_buffer_size() == 0:
+                assert sent < FILL_LIMIT, "the server never buffered"
+                await loop.sock_sendall(client, b"\x5a" * FILL_CHUNK)
+                sent += FILL_CHUNK
+                await until(functools.partial(has_read, conn, sent), "the server to read it all")
+            assert conn.transport.is_reading()  # below HIGH_WATER: it will see our EOF
+            client.shutdown(socket.SHUT_WR)
+            await until(conn.transport.is_closing, "the server to answer the EOF")
+            assert conn.transport.get_write_buffer_size() > 0, "the echo is still buffered"
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # RST while the server waits to flush
+            await until(lambda: not server.conns, "the server to drop the connection")
+            assert server.ended == Counter(reset=1)
         finally:
             client.close()
             await stopped(server)
