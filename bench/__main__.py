@@ -9,16 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import (
-    MODES,
-    Placement,
-    choose_placement,
-    run_bench,
-    run_experiments,
-    write_json,
-)
+from bench.harness import MODES, run_bench, run_experiments, write_json
 from bench.report import Results, evaluate_targets, summary_markdown
-from bench.servers import CONTESTANTS
+from bench.servers import CONTESTANTS, Placement, choose_placement
 from services.common.logs import log_event, setup_logging
 
 logger = logging.getLogger("bench")

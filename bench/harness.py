@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,8 +35,10 @@ from bench.servers import (
     CONTESTANTS,
     PROJECT,
     Contestant,
+    Placement,
     ServerProcess,
     build_c_server,
+    choose_placement,
     module_present,
 )
 from bench.stats import LogHistogram, abba_order, spread
@@ -110,35 +112,6 @@ class Endpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Placement:
-    """Which CPUs the servers and the clients get (None: not pinned)."""
-
-    server: frozenset[int] | None
-    client: frozenset[int] | None
-    note: str
-
-
-def choose_placement(
-    server: frozenset[int] | None = None, client: frozenset[int] | None = None
-) -> Placement:
-    """Server on the first allowed CPU, clients on the second, unless told otherwise.
-
-    With one CPU nothing is pinned (and the note says so): server and client
-    then share it, which makes CPU per request the only fair figure.
-    """
-    allowed = sorted(os.sched_getaffinity(0))
-    if server is not None or client is not None:
-        return Placement(server, client, "CPUs given on the command line")
-    if len(allowed) < 2:
-        return Placement(None, None, "one CPU: server and clients share it, nothing pinned")
-    return Placement(
-        frozenset({allowed[0]}),
-        frozenset({allowed[1]}),
-        f"server pinned to CPU {allowed[0]}, clients and harness to CPU {allowed[1]}",
-    )
-
-
 def machine_info() -> dict[str, Any]:
     """nproc, CPU model, kernel, memory and load average, as far as this OS tells."""
     model = "unknown"
@@ -188,7 +161,7 @@ def local_endpoints(
             skip = ""
             if c.kind == CEILING:
                 binary, why = build_c_server()
-                skip = why if binary is None else ""
+                skip = f"{why}: C ceiling skipped" if binary is None else ""
             elif c.module and not module_present(c.module):
                 skip = f"{c.module} not present in this checkout: skipped"
             if skip:
@@ -309,8 +282,17 @@ def machine_samplers() -> dict[str, CpuSampler]:
     }
 
 
-def run_record(result: LoadResult, repeat: int, position: int) -> dict[str, Any]:
-    """One run as plain JSON-able figures (NaN where the run failed).
+def run_record(
+    result: LoadResult, repeat: int, position: int, samplers: Iterable[str] = ("server",)
+) -> dict[str, Any]:
+    """One run as plain JSON-able figures, with the same keys whether it worked or not.
+
+    ``samplers`` names the CPU samplers the run was given (besides the machine's):
+    each gets ``<name>_cpu_s``, ``<name>_busy`` and a CPU-per-request figure
+    (``cpu_us_per_req`` for the server, ``<name>_cpu_us_per_req`` otherwise).
+    ``other_load`` and ``steal`` are always present too. A figure that is not
+    known (the run failed, before or inside its window, or /proc gave nothing)
+    is NaN, so summaries over runs never miss a key.
 
     ``other_load`` is the CPU time (in CPUs) the machine spent on anything but the
     server, the proxy and the clients during the window: other processes, and kernel
@@ -318,20 +300,22 @@ def run_record(result: LoadResult, repeat: int, position: int) -> dict[str, Any]
     """
     nan = math.nan
     ok = result.ok
+    window = result.window_s
     rec: dict[str, Any] = {
         "repeat": repeat,
         "position": position,
         "requests": result.requests,
-        "window_s": result.window_s,
+        "window_s": window,
         "req_per_s": result.req_per_s if ok else nan,
         "mib_per_s": result.mib_per_s if ok else nan,
-        "client_busy": result.client_cpu_s / result.window_s if ok and result.window_s else nan,
+        "client_busy": result.client_cpu_s / window if ok and window else nan,
         "p50_us": result.histogram.percentile(50) / 1e3 if ok else nan,
         "p99_us": result.histogram.percentile(99) / 1e3 if ok else nan,
         "p999_us": result.histogram.percentile(99.9) / 1e3 if ok else nan,
+        "other_load": nan,
+        "steal": nan,
         "errors": result.errors,
     }
-    window = result.window_s
     ticks_by_name = dict(result.cpu_ticks)
     sys_busy = ticks_by_name.pop(SYS_BUSY, None)
     sys_steal = ticks_by_name.pop(SYS_STEAL, None)
@@ -340,10 +324,14 @@ def run_record(result: LoadResult, repeat: int, position: int) -> dict[str, Any]
         rec["other_load"] = (sys_busy / CLK_TCK - ours) / window
     if sys_steal is not None and window:
         rec["steal"] = sys_steal / CLK_TCK / window
-    for name, ticks in ticks_by_name.items():
-        cpu_s = ticks / CLK_TCK
+    names = dict.fromkeys([*samplers, *ticks_by_name])
+    for name in names:
+        if name in (SYS_BUSY, SYS_STEAL):
+            continue
+        ticks = ticks_by_name.get(name)
+        cpu_s = ticks / CLK_TCK if ticks is not None and window else nan
         rec[f"{name}_cpu_s"] = cpu_s
-        rec[f"{name}_busy"] = cpu_s / result.window_s if result.window_s else nan
+        rec[f"{name}_busy"] = cpu_s / window if window else nan
         prefix = "" if name == "server" else f"{name}_"
         rec[f"{prefix}cpu_us_per_req"] = cpu_s / result.requests * 1e6 if ok else nan
     rec.setdefault("cpu_us_per_req", nan)
@@ -366,9 +354,20 @@ SUMMARY_FIGURES = (
 )
 
 
+def _figure(run: dict[str, Any], fig: str) -> float:
+    """``run[fig]`` as a float; NaN when the run lacks it or it is null (NaN read back)."""
+    value = run.get(fig)
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
 def summarize_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median, range and CV over ``runs`` of every summary figure any run has.
+
+    NaN-aware: a run without a figure, or with NaN/null for it (a failed run),
+    is left out of that figure's spread; all runs failing gives ``n == 0``.
+    """
     return {
-        fig: spread([float(r[fig]) for r in runs]).to_json()
+        fig: spread([_figure(r, fig) for r in runs]).to_json()
         for fig in SUMMARY_FIGURES
         if any(fig in r for r in runs)
     }
@@ -584,7 +583,7 @@ def _run_point(
             )
             result = run_load(spec, {**ep.samplers, **machine_samplers()})
             key = (ep.contestant.key, size, conns)
-            rec = run_record(result, repeat, position)
+            rec = run_record(result, repeat, position, ep.samplers)
             cells.setdefault(key, []).append(rec)
             hist = hists.setdefault(key, LogHistogram())
             if result.ok:

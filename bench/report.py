@@ -271,8 +271,8 @@ QUIET_LIMIT = 0.1
 
 def _quietness(r: Results) -> str:
     """One line on how much else ran on the machine during the measured windows."""
-    other = sorted(_num(run.get("other_load")) for c in r.doc["cells"] for run in c["runs"])
-    other = [x for x in other if not math.isnan(x)]
+    other = [_num(run.get("other_load")) for c in r.doc["cells"] for run in c["runs"]]
+    other = sorted(x for x in other if not math.isnan(x))  # NaN (failed runs) would spoil the sort
     if not other:
         return "- Machine quietness: not measured"
     steal = [_num(run.get("steal")) for c in r.doc["cells"] for run in c["runs"]]
@@ -554,6 +554,7 @@ def readme_block(doc: dict[str, Any], plots: Sequence[str] = (), plots_dir: str 
             row.append(fmt_num(cpu, 2) + ref_part)
         rows.append(row)
     mach, ver = m["machine"], m["versions"]
+    beaten = _c_beaten(r, conns)
     lines = [
         f"{m['mode'].capitalize()} run of {m['date'][:10]} on {mach['nproc']} CPUs "
         f"({mach['cpu_model']}, Linux {mach['kernel']}), Python {ver['python']}, "
@@ -563,6 +564,7 @@ def readme_block(doc: dict[str, Any], plots: Sequence[str] = (), plots_dir: str 
         "",
         *table(header, rows),
         "",
+        *([beaten, ""] if beaten else []),
         _quietness(r).removeprefix("- "),
         "",
         "Targets: " + "; ".join(f"{v.name}: **{v.status}**" for v in evaluate_targets(r)) + ".",
@@ -578,6 +580,30 @@ def readme_block(doc: dict[str, Any], plots: Sequence[str] = (), plots_dir: str 
             "`reports/bench/latency_p99.png`."
         )
     return "\n".join(lines)
+
+
+# req/s above this multiple of the C server's means it was no ceiling at that size in
+# that run: beyond the few percent that separate equal servers on a shared machine.
+C_BEATEN_RATIO = 1.10
+
+
+def _c_beaten(r: Results, conns: int) -> str:
+    """A sentence naming the sizes where some server beat the C reference in req/s, or ""."""
+    worst = []
+    for size in r.sizes:
+        c_rps = r.median("c_epoll", size, conns, "req_per_s")
+        ratios = [ratio(r.median(c["key"], size, conns, "req_per_s"), c_rps) for c in r.measured()]
+        best = max((x for x in ratios if not math.isnan(x)), default=math.nan)
+        if not math.isnan(best) and best > C_BEATEN_RATIO:
+            worst.append(f"{size_label(size)} (up to {fmt_ratio(best)})")
+    if not worst:
+        return ""
+    return (
+        f"At {', '.join(worst)} other servers beat the C reference in req/s: it is no ceiling "
+        "there in this run. At large messages the client is the limit and each run falls into "
+        "one of two kernel-dependent speeds (see *What the figures mean*), so compare CPU per "
+        "request, and min/max in `results.json`, rather than req/s."
+    )
 
 
 # Plots in reading order: the headline figure first.

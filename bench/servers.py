@@ -147,7 +147,7 @@ def build_c_server(binary: Path = C_BINARY) -> tuple[Path | None, str]:
     candidates = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
     compiler = next((c for c in candidates if shutil.which(c)), None)
     if compiler is None:
-        return None, "no C compiler found (tried $CC, cc, gcc, clang): C ceiling skipped"
+        return None, "no C compiler found (tried $CC, cc, gcc, clang)"
     binary.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [compiler, *C_FLAGS, "-o", str(binary), str(C_SOURCE)],
@@ -157,7 +157,7 @@ def build_c_server(binary: Path = C_BINARY) -> tuple[Path | None, str]:
     )
     if proc.returncode != 0:
         first = (proc.stderr.strip().splitlines() or ["?"])[0]
-        return None, f"{compiler} failed ({first}): C ceiling skipped"
+        return None, f"{compiler} failed ({first})"
     return binary, ""
 
 
@@ -166,6 +166,37 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPUs the servers and the clients get (None: not pinned)."""
+
+    server: frozenset[int] | None
+    client: frozenset[int] | None
+    note: str
+
+
+def choose_placement(
+    server: frozenset[int] | None = None, client: frozenset[int] | None = None
+) -> Placement:
+    """Server on the first CPU this process may use, clients on the second, unless told otherwise.
+
+    The CPUs come from ``os.sched_getaffinity(0)``, so a restricted mask such as
+    {2, 3} gives server 2 and clients 3, never a CPU the process may not use.
+    With one CPU nothing is pinned (and the note says so): server and client
+    then share it, which makes CPU per request the only fair figure.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if server is not None or client is not None:
+        return Placement(server, client, "CPUs given on the command line")
+    if len(allowed) < 2:
+        return Placement(None, None, "one CPU: server and clients share it, nothing pinned")
+    return Placement(
+        frozenset({allowed[0]}),
+        frozenset({allowed[1]}),
+        f"server pinned to CPU {allowed[0]}, clients and harness to CPU {allowed[1]}",
+    )
 
 
 def pin(pid: int, cpus: frozenset[int] | None) -> None:
@@ -181,6 +212,18 @@ def pin(pid: int, cpus: frozenset[int] | None) -> None:
             os.sched_setaffinity(tid, cpus)
         except OSError:
             continue
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM, then SIGKILL if ``proc`` outlives ``timeout``; always reaps it; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 class ServerProcess:
@@ -254,11 +297,4 @@ class ServerProcess:
         """
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)

@@ -4,9 +4,12 @@ The load generator must not be the bottleneck of a load test, so this measures
 its ceiling: one standalone Locust process (the same code a worker runs) with
 echo users that never wait, against the fastest echo server at hand on
 loopback. The server is the C epoll reference (``bench/reference/epoll_echo.c``,
-compiled on the fly when a C compiler exists), else the bare asyncio Protocol
-reference. With two or more CPUs the server and Locust are pinned to different
-cores, so the number is Locust's, not a fight over one core.
+built by ``make bench``'s own builder into ``build/bench/``: ``$CC``, else cc, gcc
+or clang), else the bare asyncio Protocol reference; both start as ``make bench``
+starts them. With two or more usable CPUs the server and Locust are pinned to
+different ones, chosen from this process's affinity mask as ``make bench`` does,
+so the number is Locust's, not a fight over one core. ``--server c`` without a
+working compiler is an environment problem: one error line, exit status 1.
 
 It prints one result line and writes ``bench.json`` beside Locust's CSVs in
 ``--report-dir``: requests per second of wall time, and requests per second of
@@ -23,7 +26,6 @@ import logging
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -32,18 +34,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest.local import REPO_ROOT, free_port, parse_run_time, run_time, stop
+from bench.servers import (
+    CONTESTANTS,
+    Contestant,
+    ServerProcess,
+    build_c_server,
+    choose_placement,
+)
+from loadtest.local import REPO_ROOT, parse_run_time, run_time
 from services.common import config
 from services.common.logs import log_event, setup_logging
-from services.common.probe import ProbeError, probe_echo
 
 logger = logging.getLogger("loadtest.bench")
-
-C_SOURCE = REPO_ROOT / "bench" / "reference" / "epoll_echo.c"
-C_BINARY = REPO_ROOT / "build" / "loadtest" / "epoll_echo"
-
-# How long the reference server may take to answer its first probe.
-START_TIMEOUT_S = 15.0
 
 # Locust start-up plus report writing, on top of the measured run time.
 LOCUST_GRACE_S = 60.0
@@ -89,105 +91,64 @@ class BenchResult:
     date: str
 
 
-def c_server() -> list[str] | None:
-    """The C reference's command, compiling it first if needed; None if no compiler."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if not C_SOURCE.exists() or compiler is None:
-        return None
-    if not C_BINARY.exists() or C_BINARY.stat().st_mtime < C_SOURCE.stat().st_mtime:
-        C_BINARY.parent.mkdir(parents=True, exist_ok=True)
-        build = subprocess.run(
-            [compiler, "-O2", "-o", str(C_BINARY), str(C_SOURCE)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if build.returncode != 0:
-            log_event(logger, "c_build_failed", logging.WARNING, error=build.stderr.strip())
-            return None
-    return [str(C_BINARY), "127.0.0.1"]
+# The bench contestants this measurement may use, and their names in bench.json.
+SERVERS = {"c_epoll": "c-epoll", "protocol_asyncio": "asyncio-protocol"}
 
 
-def server_command(choice: str, port: int) -> tuple[str, list[str]]:
-    """(name, argv) of the reference server to start on ``port``."""
+class NoServer(Exception):
+    """The requested reference server cannot run here (an environment problem)."""
+
+
+def reference_contestant(choice: str) -> Contestant:
+    """The bench contestant to start for ``choice`` (auto, c or asyncio).
+
+    The C reference is built by :func:`bench.servers.build_c_server` (the same
+    binary and flags as ``make bench``); ``auto`` falls back to the bare asyncio
+    Protocol server when that fails. Raises :class:`NoServer` with the builder's
+    reason for ``c`` without a working compiler.
+    """
+    by_key = {c.key: c for c in CONTESTANTS}
     if choice in ("auto", "c"):
-        cmd = c_server()
-        if cmd is not None:
-            return "c-epoll", [*cmd, str(port)]
+        binary, why = build_c_server()
+        if binary is not None:
+            return by_key["c_epoll"]
         if choice == "c":
-            raise RuntimeError("the C reference server cannot be built here (no cc?)")
-    module = ["-m", "bench.reference.asyncio_protocol", "--loop", "asyncio"]
-    return "asyncio-protocol", [sys.executable, *module, "--port", str(port)]
-
-
-def pin(cpu: int | None) -> None:
-    """Restrict the calling process to one CPU (a preexec_fn for Popen)."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+            raise NoServer(f"--server c, but the C reference cannot be built: {why}")
+        log_event(logger, "c_reference_unavailable", logging.WARNING, reason=why)
+    return by_key["protocol_asyncio"]
 
 
 @contextmanager
-def reference_server(argv: list[str], port: int, cpu: int | None) -> Iterator[None]:
-    """Run the server pinned to ``cpu`` until it echoes; stop it (always) on exit."""
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: pin(cpu),  # noqa: PLW1509 - only sched_setaffinity, no locks
-    )
+def reference_server(
+    contestant: Contestant, log: Path, cpus: frozenset[int] | None
+) -> Iterator[int]:
+    """Run ``contestant`` pinned to ``cpus`` on a free port until it echoes; yield the port.
+
+    Raises RuntimeError (with the tail of its output in ``log``) if it exits or
+    never answers; the server is stopped (SIGTERM, then SIGKILL) however the block ends.
+    """
+    server = ServerProcess(contestant, log, cpus)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"reference server exited {proc.returncode} at start")
-            try:
-                probe_echo("127.0.0.1", port, timeout=1.0)
-                break
-            except ProbeError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("reference server never answered") from None
-                time.sleep(0.05)
-        yield
+        server.launch()
+        server.wait_ready()
+        yield server.port
     finally:
-        stop(proc)
+        server.stop()
 
 
-def _children_cpu_s() -> float:
-    """User + system CPU seconds of all reaped child processes so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def pin_self(cpus: frozenset[int] | None) -> None:
+    """Restrict the calling process to ``cpus`` (no-op for None); a preexec_fn for Popen.
+
+    Only ever given CPUs from :func:`bench.servers.choose_placement`, i.e. CPUs
+    this process may already use, so the call cannot fail on the affinity mask.
+    """
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
-def read_aggregate(stats_csv: Path) -> dict[str, str]:
-    """The "Aggregated" row of Locust's ``*_stats.csv``."""
-    with stats_csv.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row["Name"] == "Aggregated":
-                return row
-    raise RuntimeError(f"no Aggregated row in {stats_csv}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = config.load_settings(
-        BenchSettings,
-        prog="loadtest.bench",
-        env_prefix="LOADTEST_BENCH_",
-        description=__doc__,
-        argv=argv,
-    )
-    setup_logging()
-    report_dir = (REPO_ROOT / settings.report_dir).resolve()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    cpus = len(os.sched_getaffinity(0))
-    server_cpu, locust_cpu = (1, 0) if cpus >= 2 else (None, None)
-    port = free_port()
-    try:
-        name, server_argv = server_command(settings.server, port)
-    except RuntimeError as exc:
-        print(f"loadtest.bench: error: {exc}", file=sys.stderr)
-        return config.EXIT_USAGE
-    locust = [
+def locust_command(settings: BenchSettings, port: int, report_dir: Path) -> list[str]:
+    """One standalone, headless Locust process of echo users that never wait, against ``port``."""
+    return [
         sys.executable,
         "-m",
         "locust",
@@ -220,14 +181,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         "0",
         "TrioEchoUser",
     ]
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of all reaped child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_aggregate(stats_csv: Path) -> dict[str, str]:
+    """The "Aggregated" row of Locust's ``*_stats.csv``."""
+    with stats_csv.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                return row
+    raise RuntimeError(f"no Aggregated row in {stats_csv}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = config.load_settings(
+        BenchSettings,
+        prog="loadtest.bench",
+        env_prefix="LOADTEST_BENCH_",
+        description=__doc__,
+        argv=argv,
+    )
+    setup_logging()
+    report_dir = (REPO_ROOT / settings.report_dir).resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cpus = len(os.sched_getaffinity(0))
+    placement = choose_placement()  # the CPUs this process may use, as `make bench` pins
+    try:
+        contestant = reference_contestant(settings.server)
+    except NoServer as exc:
+        print(f"loadtest.bench: error: {exc}", file=sys.stderr)
+        return 1
+    name = SERVERS[contestant.key]
     log_event(logger, "bench_start", server=name, users=settings.users, cpus=cpus)
     try:
-        with reference_server(server_argv, port, server_cpu):
+        with reference_server(contestant, report_dir / "server.log", placement.server) as port:
             before = _children_cpu_s()
             code = subprocess.run(
-                locust,
+                locust_command(settings, port, report_dir),
                 cwd=REPO_ROOT,
-                preexec_fn=lambda: pin(locust_cpu),
+                preexec_fn=lambda: pin_self(placement.client),
                 timeout=parse_run_time(settings.run_time) + LOCUST_GRACE_S,
             ).returncode
             cpu_s = _children_cpu_s() - before  # Locust only: the server is reaped later
@@ -247,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests_per_cpu_s=round(requests / cpu_s, 1) if cpu_s > 0 else 0.0,
         median_ms=float(row["50%"]),
         p99_ms=float(row["99%"]),
-        pinned=server_cpu is not None,
+        pinned=placement.server is not None,
         cpus=cpus,
         python=platform.python_version(),
         machine=platform.machine(),

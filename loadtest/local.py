@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.servers import free_port, stop_process
 from services.common import config
 from services.common.logs import log_event, setup_logging
 from services.common.probe import ProbeError, probe_echo, probe_http
@@ -42,10 +41,6 @@ START_TIMEOUT_S = 30.0
 
 # Pause between readiness polls; it only bounds the wait.
 POLL_INTERVAL_S = 0.1
-
-# How long a service may drain after SIGTERM before SIGKILL: the services'
-# default drain window is 5 s.
-STOP_TIMEOUT_S = 10.0
 
 # Upper bound on the Locust run beyond its --run-time: start-up, worker
 # handshake, stop timeout and report writing.
@@ -146,12 +141,6 @@ class LocalSettings:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(target: Target, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """Poll the service's probe until it answers; raise RuntimeError if it exits or times out."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -171,18 +160,6 @@ def wait_ready(target: Target, proc: subprocess.Popen[bytes], port: int, log: Pa
                     f"{target.module} not ready on 127.0.0.1:{port} after {START_TIMEOUT_S}s"
                 ) from None
             time.sleep(POLL_INTERVAL_S)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, SIGKILL after STOP_TIMEOUT_S; always reaps the process."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def start_order(chosen: Sequence[str]) -> list[str]:
@@ -225,7 +202,7 @@ def services(chosen: Sequence[str], report_dir: Path) -> Iterator[dict[str, int]
         yield ports
     finally:
         for target, proc in reversed(running):
-            code = stop(proc)
+            code = stop_process(proc)
             log_event(logger, "service_stopped", service=target.module, exit_code=code)
 
 
@@ -271,11 +248,11 @@ def run_locust(cmd: Sequence[str], budget_s: float) -> int:
         return proc.wait(budget_s)
     except subprocess.TimeoutExpired:
         log_event(logger, "locust_timeout", logging.ERROR, budget_s=budget_s)
-        stop(proc)
+        stop_process(proc)
         return 1
     finally:
         if proc.poll() is None:  # interrupted (Ctrl-C): do not leave Locust behind
-            stop(proc)
+            stop_process(proc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -133,9 +133,10 @@ class EchoClient:
         start = time.perf_counter()
         received = 0
         exception: Exception | None = None
+        deadline = start + self.timeout_s
         try:
-            sock = self._sock or self._connect()
-            received = self._round_trip(sock, payload, start)
+            sock = self._sock or self._connect(deadline)
+            received = self._round_trip(sock, payload, deadline)
             if self._buf != payload:
                 raise EchoMismatch(first_difference(payload, self._buf), size)
             self._served += 1
@@ -163,9 +164,20 @@ class EchoClient:
 
     # -- internals --------------------------------------------------------------
 
-    def _connect(self) -> socket.socket:
+    def _remaining(self, deadline: float, received: int = 0, size: int = 0) -> float:
+        """Seconds left until ``deadline`` (perf_counter); TimeoutError once none are left."""
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"round trip incomplete after {self.timeout_s}s ({received} of {size} bytes back)"
+            )
+        return remaining
+
+    def _connect(self, deadline: float) -> socket.socket:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            sock = socket.create_connection(
+                (self.host, self.port), timeout=self._remaining(deadline)
+            )
         except OSError as exc:
             self._failed_connects += 1
             if self._failed_connects == 1:  # once per outage, not once per attempt
@@ -182,20 +194,25 @@ class EchoClient:
         self._served = 0
         return sock
 
-    def _round_trip(self, sock: socket.socket, payload: bytes | bytearray, start: float) -> int:
+    def _round_trip(self, sock: socket.socket, payload: bytes | bytearray, deadline: float) -> int:
         """Stream ``payload`` out and the echo back into ``self._buf``; return bytes received.
 
         At most :data:`SEND_WINDOW` bytes are in flight, so payloads of any size
-        cannot deadlock. Raises TimeoutError once the round trip as a whole
-        exceeds ``timeout_s`` and :class:`ShortEcho` if the server closes early.
+        cannot deadlock. Every blocking call gets only the time left until
+        ``deadline`` (the round trip's start, connect included, plus ``timeout_s``),
+        so the round trip as a whole never takes much longer than ``timeout_s``:
+        TimeoutError once it would, :class:`ShortEcho` if the server closes early.
         """
         size = len(payload)
         if len(self._buf) != size:
             self._buf = bytearray(size)
             self._view = memoryview(self._buf)
         view = self._view
+        remaining = self._remaining
         if size <= SEND_WINDOW:  # the common case: one send, usually one receive
+            sock.settimeout(remaining(deadline, 0, size))
             sock.sendall(payload)
+            sock.settimeout(remaining(deadline, 0, size))
             received = sock.recv_into(view, size)
             if received == size:
                 return size
@@ -205,27 +222,17 @@ class EchoClient:
         else:
             sent = received = 0
         out = memoryview(payload)
-        stretched = False  # whether the socket timeout was changed for a split echo
         while received < size:
+            sock.settimeout(remaining(deadline, received, size))
             if sent < size and sent - received < SEND_WINDOW:
                 end = min(size, received + SEND_WINDOW)
                 sock.sendall(out[sent:end])
                 sent = end
                 continue
-            if received:  # a split echo: keep the whole round trip inside the limit
-                remaining = self.timeout_s - (time.perf_counter() - start)
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"echo incomplete after {self.timeout_s}s ({received} of {size} bytes)"
-                    )
-                sock.settimeout(remaining)
-                stretched = True
             count = sock.recv_into(view[received:], size - received)
             if count == 0:
                 raise ShortEcho(received, size)
             received += count
-        if stretched:
-            sock.settimeout(self.timeout_s)
         return received
 
     def _drop(self, reason: str) -> None:

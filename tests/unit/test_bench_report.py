@@ -178,6 +178,13 @@ def test_readme_block_replaces_only_between_markers(tmp_path):
         update_readme(readme, "x")
 
 
+def test_readme_block_says_where_c_is_no_ceiling():
+    assert "no ceiling" not in readme_block(make_doc(FIGURES))
+    figures = {**FIGURES, "c_epoll": (50_000.0, 5.0)}  # the uvloop service does x1.30 of C
+    block = readme_block(make_doc(figures))
+    assert "At 1 KiB (up to x1.30), 100 KiB (up to x1.30) other servers beat the C" in block
+
+
 def test_results_json_is_strict_json(tmp_path):
     path = tmp_path / "out" / "results.json"
     write_json({"a": math.nan, "b": [1.5, math.inf], "c": {"d": (1, 2)}}, path)

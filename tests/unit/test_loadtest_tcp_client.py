@@ -2,18 +2,19 @@
 
 The client is plain blocking-socket code (gevent makes it cooperative only
 under Locust), so it runs here as is, against real sockets: the trio echo
-service as a subprocess when it exists, and the load test's own stub server
+service as a subprocess, and the load test's own stub server
 (faithful, corrupting, or echoing in tiny pieces) in background threads.
 GreenletExit handling is checked under real gevent, in a subprocess.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,8 +24,6 @@ import pytest
 from loadtest.echo_stub import StubEchoServer
 from loadtest.tcp_client import REQUEST_TYPE, EchoClient, EchoMismatch, ShortEcho
 from tests.helpers import REPO_ROOT, ServiceProcess, free_port
-
-HAVE_TRIO_ECHO = importlib.util.find_spec("services.trio_echo") is not None
 
 
 class Recorder:
@@ -43,8 +42,6 @@ def echo_address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
         with StubEchoServer() as server:
             yield server.host, server.port
         return
-    if not HAVE_TRIO_ECHO:
-        pytest.skip("services.trio_echo is not in this tree yet")
     service = ServiceProcess("services.trio_echo").start()
     try:
         yield service.address.host, service.address.port
@@ -145,12 +142,44 @@ def test_unanswered_echo_times_out() -> None:
     assert elapsed < 5.0  # coarse: bounded by the timeout, not hanging
 
 
+def test_slow_connect_and_silent_server_share_one_timeout() -> None:
+    """connect() and the wait for the echo together stay within ``timeout_s``.
+
+    The listener's accept queue (backlog 0: one connection) is full, so the
+    kernel drops the client's SYN and retransmits it about 1 s later; the queue
+    is freed meanwhile, so connect() succeeds after ~1 s, and nobody ever
+    answers. Each call getting the whole timeout would take ~1 s + 2 s.
+    """
+    events = Recorder()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as filler:
+            client = EchoClient("127.0.0.1", port, events, name="slow", timeout_s=2.0)
+
+            def free_the_queue() -> None:
+                listener.accept()[0].close()
+
+            timer = threading.Timer(0.3, free_the_queue)
+            timer.start()
+            try:
+                started = time.monotonic()
+                assert not client.echo(b"anyone there?")
+                elapsed = time.monotonic() - started
+            finally:
+                timer.join()
+                client.close()
+            filler.close()
+    assert isinstance(events.events[0]["exception"], TimeoutError)
+    assert client.connections == 1  # it did connect (late), then waited for the echo
+    assert elapsed < 2.6  # coarse: one 2 s limit for the round trip, not 2 s per call
+
+
 class socket_that_never_answers:
     """A listener whose backlog accepts connections that nobody ever reads."""
 
     def __enter__(self) -> int:
-        import socket  # noqa: PLC0415
-
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(8)
