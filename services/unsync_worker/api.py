@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.unsync_worker.jobs import JobService, Outcome, Rejected, error
 from services.unsync_worker.metrics import WorkerMetrics
-from services.unsync_worker.settings import WorkerSettings
+from services.unsync_worker.settings import ENV_PREFIX, WorkerSettings
 from services.unsync_worker.tasks import JobContext, TaskSpec
 
 logger = logging.getLogger("unsync_worker.api")
@@ -157,7 +157,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def job_schema(spec: TaskSpec, max_timeout_s: float) -> dict[str, Any]:
+def job_schema(spec: TaskSpec, modes: list[str], max_timeout_s: float) -> dict[str, Any]:
     """The OpenAPI schema of a POST /jobs body for one task (one branch of the oneOf)."""
     args_schema = spec.args_model.model_json_schema()
     args_schema.pop("title", None)
@@ -167,7 +167,7 @@ def job_schema(spec: TaskSpec, max_timeout_s: float) -> dict[str, Any]:
         "properties": {
             "task": {"type": "string", "enum": [spec.name]},
             "args": args_schema,
-            "mode": {"type": "string", "enum": spec.modes, "default": "auto"},
+            "mode": {"type": "string", "enum": modes, "default": "auto"},
             "timeout_s": {
                 "anyOf": [
                     {"type": "number", "exclusiveMinimum": 0, "maximum": max_timeout_s},
@@ -187,10 +187,11 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "malformed JSON or Content-Length",
         413: "body larger than the limit",
         415: "body is not application/json",
-        422: "unknown task, unknown field, wrong type, out-of-range value or mode",
+        422: "unknown task, unknown field, wrong type, out-of-range value, mode not offered",
         500: "the task raised an unexpected error (logged)",
         502: "an echo service was unreachable or did not echo",
-        503: "queue full, shutting down, or process pool rebuilt: retry after Retry-After",
+        503: "queue full, too many sync jobs, shutting down, or process pool rebuilt: "
+        "retry after Retry-After",
         504: "the job passed its timeout",
     }
     return {
@@ -210,8 +211,15 @@ def create_app(
     """Build the API around a started :class:`JobService`.
 
     ``tasks`` is what POST /jobs accepts; ``public_tasks`` (a subset) is what
-    GET /tasks and the OpenAPI schema show.
+    GET /tasks and the OpenAPI schema show. With ``settings.sync_max_jobs`` 0,
+    sync mode is neither listed nor accepted (422).
     """
+    sync_enabled = settings.sync_max_jobs > 0
+
+    def offered(spec: TaskSpec) -> list[str]:
+        """The modes a task is offered in on this worker ("auto" first)."""
+        return [m for m in spec.modes if m != "sync" or sync_enabled]
+
     app = FastAPI(
         title="unsync worker",
         version="1.0.0",
@@ -256,7 +264,7 @@ def create_app(
                 name=spec.name,
                 kind=spec.kind,
                 description=spec.description,
-                modes=spec.modes,
+                modes=offered(spec),
                 auto_mode=spec.written,
                 args_schema=spec.args_model.model_json_schema(),
             )
@@ -277,7 +285,10 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     request_schema = {
-        "oneOf": [job_schema(spec, settings.max_timeout_s) for spec in public_tasks.values()]
+        "oneOf": [
+            job_schema(spec, offered(spec), settings.max_timeout_s)
+            for spec in public_tasks.values()
+        ]
     }
 
     @app.post(
@@ -329,8 +340,17 @@ def create_app(
                 error(422, "unknown_task", f"unknown task {envelope.task!r}; known: {known}")
             )
         mode = spec.written if envelope.mode == "auto" else envelope.mode
+        if mode == "sync" and not sync_enabled and mode in spec.runners:
+            raise BadRequest(
+                error(
+                    422,
+                    "mode_not_allowed",
+                    "sync mode is turned off on this worker "
+                    f"(--sync-max-jobs / {ENV_PREFIX}SYNC_MAX_JOBS is 0)",
+                )
+            )
         if mode not in spec.runners:
-            allowed = ", ".join(spec.modes)
+            allowed = ", ".join(offered(spec))
             raise BadRequest(
                 error(
                     422,

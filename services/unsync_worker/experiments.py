@@ -1,8 +1,9 @@
 """Experiments: the same jobs in each mode, timed end to end over HTTP.
 
 ``python -m services.unsync_worker.experiments`` starts a worker subprocess on
-a free loopback port (or uses ``--url``), then for each scenario sends N jobs
-at once and measures the wall time until the last answer:
+a free loopback port (default settings and pools, except the two that would
+refuse a batch: see :func:`start_worker`), or uses ``--url``; then for each
+scenario it sends N jobs at once and measures the wall time until the last answer:
 
 * ``primes`` (pure Python, holds the GIL) in sync, thread and process modes:
   threads cannot beat one core, processes use every core;
@@ -36,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.common.probe import ProbeError, probe_http
-from services.unsync_worker.settings import available_cpus
+from services.unsync_worker.settings import DEFAULT_SYNC_MAX_JOBS, available_cpus
 
 # ~0.3 s per job on an idle core of the lab machine: long enough to dwarf HTTP and
 # pool overheads, short enough that the whole run stays around a minute.
@@ -51,7 +52,8 @@ DEFAULT_IO_JOBS = 20
 DEFAULT_SLEEP_MS = 200
 # Each scenario runs this often and keeps its best wall time (others share the machine).
 DEFAULT_REPEAT = 2
-# Generous per-request timeout: a sync scenario serialises all N jobs.
+# Generous per-job timeout: a sync scenario serialises all N jobs. A worker given
+# by --url may allow less (the container's maximum is 30 s): then its maximum.
 JOB_TIMEOUT_S = 60.0
 # Starting the worker (imports, forkserver, pool warm-up) on a loaded machine.
 START_TIMEOUT_S = 60.0
@@ -113,11 +115,32 @@ def get_json(host: str, port: int, path: str) -> dict[str, Any]:
     return data
 
 
+def max_timeout_s(host: str, port: int) -> float:
+    """The largest ``timeout_s`` the worker accepts, capped at :data:`JOB_TIMEOUT_S`.
+
+    Read from the worker's OpenAPI schema; :data:`JOB_TIMEOUT_S` if it does not say.
+    """
+    schema = get_json(host, port, "/openapi.json")
+    try:
+        body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]
+        timeout = body["schema"]["oneOf"][0]["properties"]["timeout_s"]["anyOf"][0]
+        return min(JOB_TIMEOUT_S, float(timeout["maximum"]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return JOB_TIMEOUT_S
+
+
 def run_batch(
-    host: str, port: int, *, task: str, args: dict[str, Any], mode: str, jobs: int
+    host: str,
+    port: int,
+    *,
+    task: str,
+    args: dict[str, Any],
+    mode: str,
+    jobs: int,
+    timeout_s: float,
 ) -> tuple[float, list[dict[str, Any]]]:
     """Send ``jobs`` identical jobs at once; return the wall time and the answers."""
-    body = {"task": task, "args": args, "mode": mode, "timeout_s": JOB_TIMEOUT_S}
+    body = {"task": task, "args": args, "mode": mode, "timeout_s": timeout_s}
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         start = time.perf_counter()
         futures = [pool.submit(post_job, host, port, body, JOB_TIMEOUT_S + 10) for _ in range(jobs)]
@@ -135,10 +158,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_worker(log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``python -m services.unsync_worker`` on a free loopback port; wait for /healthz."""
+def start_worker(log_path: Path, sync_jobs: int) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``python -m services.unsync_worker`` on a free loopback port; wait for /healthz.
+
+    Default settings (``WORKER_*`` variables in our environment still apply),
+    except two that would refuse a batch: WORKER_MAX_TIMEOUT_S is raised to
+    :data:`JOB_TIMEOUT_S`, and WORKER_SYNC_MAX_JOBS to ``sync_jobs`` (the
+    largest sync batch) if the default is lower.
+    """
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WORKER_MAX_TIMEOUT_S": str(JOB_TIMEOUT_S)}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "WORKER_MAX_TIMEOUT_S": str(JOB_TIMEOUT_S),
+        "WORKER_SYNC_MAX_JOBS": str(max(sync_jobs, DEFAULT_SYNC_MAX_JOBS)),
+    }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -201,7 +235,7 @@ def scenarios(opts: argparse.Namespace) -> list[Scenario]:
     ]
 
 
-def measure(host: str, port: int, scenario: Scenario, repeat: int) -> list[Row]:
+def measure(host: str, port: int, scenario: Scenario, repeat: int, timeout_s: float) -> list[Row]:
     """Run one scenario in each of its modes; the best of ``repeat`` wall times counts."""
     rows: list[Row] = []
     for mode in scenario.modes:
@@ -213,14 +247,20 @@ def measure(host: str, port: int, scenario: Scenario, repeat: int) -> list[Row]:
                 "task": scenario.task,
                 "args": scenario.args,
                 "mode": mode,
-                "timeout_s": JOB_TIMEOUT_S,
+                "timeout_s": timeout_s,
             },
             JOB_TIMEOUT_S,
         )
         best: tuple[float, list[dict[str, Any]]] | None = None
         for _ in range(repeat):
             wall, answers = run_batch(
-                host, port, task=scenario.task, args=scenario.args, mode=mode, jobs=scenario.jobs
+                host,
+                port,
+                task=scenario.task,
+                args=scenario.args,
+                mode=mode,
+                jobs=scenario.jobs,
+                timeout_s=timeout_s,
             )
             if best is None or wall < best[0]:
                 best = (wall, answers)
@@ -348,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts = urlsplit(opts.url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
     else:
-        proc, port = start_worker(out / "worker.log")
+        proc, port = start_worker(out / "worker.log", max(opts.jobs, opts.io_jobs))
         host = "127.0.0.1"
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -358,9 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"worker {host}:{port}: threads={health['threads']} processes={health['processes']}",
             flush=True,
         )
+        timeout_s = max_timeout_s(host, port) if opts.url else JOB_TIMEOUT_S
         rows: list[Row] = []
         for scenario in scenarios(opts):
-            rows += measure(host, port, scenario, opts.repeat)
+            rows += measure(host, port, scenario, opts.repeat, timeout_s)
     finally:
         if proc is not None:
             stop_worker(proc)

@@ -5,6 +5,12 @@ The course's queue pattern: HTTP handlers put jobs on a bounded
 number of consumer tasks take them off and run them through the unsync adapter.
 Every job ends with exactly one :class:`Outcome` (success or a JSON error with
 its HTTP status) that its handler awaits, and one log line.
+
+Sync jobs are plain calls on this loop's thread, so they need two extra bounds:
+at most ``sync_max_jobs`` of them are accepted at once, and they run one at a
+time with a turn of the loop before each (see :meth:`JobService._run_sync`), so
+health checks and other requests are answered between two sync jobs however
+many are queued.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ logger = logging.getLogger("unsync_worker.jobs")
 
 # Seconds a client is told to wait before retrying a 503: about one short job.
 RETRY_AFTER_S = 1
+
+# Loop time left to everything else before each sync job starts. A timer, not
+# sleep(0): sleep(0) gives one callback hop, while a request woken by a socket
+# needs several (read, parse, handler task, reply); 1 ms is libuv's timer
+# resolution and runs those chains in full, at ~0.5% of a 200 ms sync job.
+SYNC_TURN_GAP_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -86,15 +98,21 @@ class JobService:
         *,
         concurrency: int,
         queue_size: int,
+        sync_max_jobs: int,
     ) -> None:
         self.adapter = adapter
         self.metrics = metrics
         self.concurrency = concurrency
+        self.sync_max_jobs = sync_max_jobs
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.accepting = False
         self.running = 0
         self._ids = itertools.count(1)
         self._consumers: list[asyncio.Task[None]] = []
+        # Ids of accepted sync jobs without an outcome yet (queued, waiting or running).
+        self._sync_jobs: set[int] = set()
+        # Held by the one consumer whose sync job runs (or is about to) on this loop.
+        self._sync_turn = asyncio.Lock()
         metrics.track_queue(self.queue.qsize)
 
     def start(self) -> None:
@@ -108,10 +126,27 @@ class JobService:
     # ------------------------------------------------------------------ intake
 
     def submit(self, spec: TaskSpec, mode: Mode, kwargs: dict[str, Any], timeout_s: float) -> Job:
-        """Queue a job without waiting. Raises :class:`Rejected` (503) if draining or full."""
+        """Queue a job without waiting.
+
+        Raises :class:`Rejected` (503 + Retry-After) if draining, if the queue is
+        full, or for a sync job when ``sync_max_jobs`` sync jobs are already
+        accepted and unfinished.
+        """
         if not self.accepting:
             self.metrics.rejected_requests.labels("draining").inc()
             raise Rejected(error(503, "shutting_down", "the worker is shutting down", retry=True))
+        if mode == "sync" and len(self._sync_jobs) >= self.sync_max_jobs:
+            self.metrics.rejected_requests.labels("sync_busy").inc()
+            self.metrics.jobs.labels(spec.name, mode, "rejected").inc()
+            raise Rejected(
+                error(
+                    503,
+                    "sync_busy",
+                    f"the limit of {self.sync_max_jobs} sync jobs waiting or running is "
+                    "reached (each blocks the server in turn); retry later or use another mode",
+                    retry=True,
+                )
+            )
         job = Job(
             id=next(self._ids),
             spec=spec,
@@ -134,7 +169,14 @@ class JobService:
                     retry=True,
                 )
             ) from None
+        if mode == "sync":
+            self._sync_jobs.add(job.id)
         return job
+
+    @property
+    def sync_jobs(self) -> int:
+        """Sync jobs accepted and not answered yet (what ``sync_max_jobs`` bounds)."""
+        return len(self._sync_jobs)
 
     # ------------------------------------------------------------------ running
 
@@ -154,6 +196,7 @@ class JobService:
         """Resolve the job (once), count it and log one line for it."""
         if not job.done.done():
             job.done.set_result(outcome)
+        self._sync_jobs.discard(job.id)
         self.metrics.jobs.labels(job.spec.name, job.mode, label).inc()
         fields: dict[str, Any] = {
             "id": job.id,
@@ -201,7 +244,7 @@ class JobService:
             )
             return
         if job.mode == "sync":
-            self._run_sync(job)
+            await self._run_sync(job)
             return
         runner = job.spec.runners[job.mode]
         try:
@@ -228,11 +271,49 @@ class JobService:
             return
         await self._time_out(job, submitted)
 
-    def _run_sync(self, job: Job) -> None:
+    async def _run_sync(self, job: Job) -> None:
         """Sync mode: a plain call on this event loop thread, blocking it (that is the lesson).
 
-        It cannot be interrupted, so its timeout is checked when it returns.
+        Sync jobs take turns: one consumer at a time holds ``_sync_turn`` and,
+        before its call, leaves the loop :data:`SYNC_TURN_GAP_S` to poll its
+        sockets and run whatever is ready, so a request that arrived during
+        the previous sync job is answered before the next one starts: a burst
+        of sync jobs delays /healthz and other requests by about one job, never
+        by the whole burst. (Without this nothing would yield: ``queue.get()``
+        returns at once while jobs are queued, and a consumer would run the
+        backlog back to back; without the lock, every consumer woken in one
+        loop iteration would run its sync job in that iteration.)
+
+        A job that waited past its deadline is answered 504 without running. A
+        running one cannot be interrupted, so its timeout is checked when it
+        returns. Cancelled (drain cut short) before its call: answered 503.
         """
+        try:
+            async with self._sync_turn:
+                await asyncio.sleep(SYNC_TURN_GAP_S)  # the loop's turn (see above)
+                self._call_sync(job)
+        except asyncio.CancelledError:
+            if not job.done.done():
+                self._finish(
+                    job,
+                    error(
+                        503,
+                        "shutting_down",
+                        "the worker shut down before the job started",
+                        retry=True,
+                    ),
+                    "cancelled",
+                )
+            raise
+
+    def _call_sync(self, job: Job) -> None:
+        if time.monotonic() >= job.deadline:
+            self._finish(
+                job,
+                self._timeout(job, f"waited past its {job.timeout_s} s timeout for its sync turn"),
+                "timeout",
+            )
+            return
         runner = job.spec.runners["sync"]
         try:
             ran_: Ran = runner.call(**job.kwargs)

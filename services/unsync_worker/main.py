@@ -11,6 +11,10 @@ not uvicorn, owns SIGTERM/SIGINT and the shutdown order:
    cancelled on unsync's loop;
 4. stop the HTTP server, then shut the pools down, ending every pool process;
 5. exit 0.
+
+Exit statuses: 0 after that orderly shutdown; 1 (``EXIT_START_FAILED``) if the
+address cannot be listened on, the pools do not start, or the HTTP server stops
+by itself; 2 (``EXIT_USAGE``) for bad settings.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import uvicorn
 import uvloop
 
 from services.common import config
+from services.common.config import EXIT_START_FAILED
 from services.common.logs import log_event, setup_logging
 from services.common.shutdown import install_asyncio_signal_handlers
 from services.unsync_worker.adapter import UnsyncAdapter
@@ -91,10 +96,14 @@ def load_tasks(enable_test_tasks: bool) -> dict[str, TaskSpec]:
     return tasks
 
 
-async def serve(settings: WorkerSettings, sock: socket.socket) -> tuple[int, int]:
+async def serve(settings: WorkerSettings, sock: socket.socket) -> int:
     """Run the worker until a shutdown signal, then shut down in order (module doc).
 
-    Returns (exit status, thread jobs still running). Pools are always shut down.
+    Returns the exit status: 0 after an orderly shutdown, EXIT_START_FAILED if
+    the pools did not start or the HTTP server stopped without a signal. Pools
+    are always shut down. If thread jobs are still running then (they cannot
+    be killed, and joining them could take seconds) this does not return: the
+    process ends at once with ``os._exit`` and that same status.
     """
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
@@ -110,24 +119,30 @@ async def serve(settings: WorkerSettings, sock: socket.socket) -> tuple[int, int
         settings.threads, settings.processes, on_rebuild=metrics.pool_rebuilds.inc
     )
     adapter.install()
+    status = EXIT_START_FAILED  # unless warm-up and serving end normally
     try:
         try:
             await adapter.warm_up(WARM_UP_TIMEOUT_S)
         except Exception as exc:
             log_event(logger, "warm_up_failed", logging.ERROR, error=repr(exc))
-            return 1, 0
+            return status
         if stop.is_set():
-            return 0, 0
-        return await _serve_http(
+            status = 0
+            return status
+        status = await _serve_http(
             settings=settings, sock=sock, adapter=adapter, metrics=metrics, stop=stop, force=force
-        ), 0
+        )
+        return status
     finally:
         adapter.shutdown()
         left = adapter.running_thread_jobs()
         if left:
-            log_event(logger, "abandoning_thread_jobs", logging.WARNING, jobs=left)
+            if (failure := sys.exc_info()[1]) is not None:  # os._exit would lose it
+                logger.error("event=serve_failed", exc_info=failure)
+            log_event(logger, "abandoning_thread_jobs", logging.WARNING, jobs=left, status=status)
             sys.stdout.flush()
-            os._exit(0)  # threads cannot be killed, and joining them could take seconds
+            sys.stderr.flush()
+            os._exit(status)  # threads cannot be killed, and joining them could take seconds
 
 
 async def _serve_http(
@@ -147,7 +162,11 @@ async def _serve_http(
         ),
     )
     service = JobService(
-        adapter, metrics, concurrency=settings.concurrency, queue_size=settings.queue_size
+        adapter,
+        metrics,
+        concurrency=settings.concurrency,
+        queue_size=settings.queue_size,
+        sync_max_jobs=settings.sync_max_jobs,
     )
     service.start()
     app = create_app(
@@ -181,6 +200,7 @@ async def _serve_http(
         processes=settings.processes,
         concurrency=settings.concurrency,
         queue_size=settings.queue_size,
+        sync_max_jobs=settings.sync_max_jobs,
         test_tasks=settings.enable_test_tasks,
         dev_mode=sys.flags.dev_mode,
     )
@@ -190,7 +210,7 @@ async def _serve_http(
         await service.drain(0.0, force)
         exc = server_task.exception()
         log_event(logger, "server_stopped", logging.ERROR, error=repr(exc))
-        return 1
+        return EXIT_START_FAILED
     await service.drain(settings.drain_s, force)
     server.should_exit = True
     await server_task
@@ -199,7 +219,13 @@ async def _serve_http(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m services.unsync_worker``: parse settings, bind, serve, exit 0 on SIGTERM."""
+    """``python -m services.unsync_worker``: parse settings, bind, serve; the exit status.
+
+    Bad settings print one line and exit 2 (``EXIT_USAGE``); an address that
+    cannot be listened on prints one line and returns ``EXIT_START_FAILED`` (1),
+    as the echo servers do; otherwise the status :func:`serve` returns (0 after
+    SIGTERM/SIGINT and an orderly shutdown).
+    """
     settings = config.load_settings(
         WorkerSettings,
         prog=PROG,
@@ -213,11 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
-        config.fail(
-            PROG,
-            f"--host/--port: cannot listen on {settings.host}:{settings.port}: "
+        print(
+            f"{PROG}: error: --host/--port: cannot listen on {settings.host}:{settings.port}: "
             f"{exc.strerror or exc}",
+            file=sys.stderr,
         )
+        return EXIT_START_FAILED
     with sock, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        status, _ = runner.run(serve(settings, sock))
-    return status
+        return runner.run(serve(settings, sock))

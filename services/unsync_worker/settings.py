@@ -28,6 +28,11 @@ CGROUP_V1_DIRS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct")
 DEFAULT_TRIO_ECHO = "trio-echo:9001"
 DEFAULT_UVLOOP_ECHO = "uvloop-echo:9002"
 
+# Sync jobs block the server's loop one at a time, so each one waiting is one more
+# job of loop time owed. 20 is the experiments' largest sync batch (20 sleeps) and
+# leaves most of the default queue (256) to the other modes during a sync burst.
+DEFAULT_SYNC_MAX_JOBS = 20
+
 
 def cgroup_cpu_limit(
     v2_file: Path = CGROUP_V2_CPU_MAX, v1_dirs: tuple[Path, ...] = CGROUP_V1_DIRS
@@ -104,6 +109,10 @@ def echo_address(raw: str) -> EchoAddress:
     return EchoAddress(host, port)
 
 
+def non_negative_int(raw: str) -> int:
+    return config.parse_int(raw, low=0)
+
+
 def flag(raw: str) -> bool:
     """A yes/no setting: 1/true/yes/on or 0/false/no/off (case-insensitive)."""
     value = raw.strip().lower()
@@ -147,6 +156,12 @@ class WorkerSettings:
         help="jobs that may wait in the queue; beyond it POST /jobs gets 503",
         parse=config.positive_int,
     )
+    sync_max_jobs: int = config.setting(
+        DEFAULT_SYNC_MAX_JOBS,
+        help="sync-mode jobs accepted at once (queued or running); beyond it POST /jobs "
+        "gets 503 sync_busy; 0 turns sync mode off (422, and it is not listed)",
+        parse=non_negative_int,
+    )
     default_timeout_s: float = config.setting(
         10.0, help="a job's timeout when the request gives none", parse=config.positive_float
     )
@@ -176,7 +191,7 @@ class WorkerSettings:
     )
     enable_test_tasks: bool = config.setting(
         False,
-        help="also accept the test-only tasks (crash, fail); never listed in GET /tasks",
+        help="also accept the test-only tasks (crash, fail, hold); never listed in GET /tasks",
         parse=flag,
     )
     log_level: str = config.setting(

@@ -1,25 +1,30 @@
 """The unsync worker's HTTP API against a real worker process.
 
 ``worker`` is a default-configured worker (or the compose container);
-``lab_worker`` is a local one with test tasks, tiny pools and queue, and
-``PYTHONDEVMODE=1`` (unsync's async calls break under ``-X dev`` unless the
-adapter makes them from unsync's own loop thread, so every test on it proves
-that too).
+``lab`` is a local one with test tasks, tiny pools and queue, at most one sync
+job at a time, and ``PYTHONDEVMODE=1`` (unsync's async calls break under
+``-X dev`` unless the adapter makes them from unsync's own loop thread, so
+every test on it proves that too). Tests that need consumers busy hold them
+with the test-only ``hold`` task and release them themselves (no timing races).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import datetime
+import re
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.helpers import Address, ServiceProcess, wait_until
+from tests.helpers import Address, ServiceProcess, free_port, wait_until
 from tests.integration.test_worker_support import (
+    HTTP_TIMEOUT_S,
     EchoServer,
-    closed_port_address,
+    ReleaseServer,
     compose,
     compose_address,
     job,
@@ -39,24 +44,41 @@ LAB_ENV = {
     "WORKER_PROCESSES": "2",
     "WORKER_CONCURRENCY": "2",
     "WORKER_QUEUE_SIZE": "2",
+    "WORKER_SYNC_MAX_JOBS": "1",
     "WORKER_MAX_BODY_BYTES": "2048",
     "PYTHONDEVMODE": "1",
 }
 
 
+# The issue's async-overlap claim: ten sleeps of this long, at once.
+OVERLAP_JOBS = 10
+OVERLAP_SLEEP_MS = 200
+
+# A job_done log line: its time (when the job ended, ms resolution), id and run time.
+JOB_DONE_LINE = re.compile(
+    r"^ts=(?P<ts>\S+ \S+) .*event=job_done id=(?P<id>\d+) .*run_ms=(?P<run_ms>[\d.]+)"
+)
+
+
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Address]:
+def worker_proc() -> Iterator[ServiceProcess | None]:
+    """The default-configured local worker, or None against the compose stack."""
     if compose():
-        yield compose_address()
+        yield None
         return
     with EchoServer() as echo:
         proc = start_worker(
             {"WORKER_TRIO_ECHO_ADDR": echo.address, "WORKER_UVLOOP_ECHO_ADDR": echo.address}
         )
         try:
-            yield proc.address
+            yield proc
         finally:
             proc.cleanup()
+
+
+@pytest.fixture(scope="module")
+def worker(worker_proc: ServiceProcess | None) -> Address:
+    return compose_address() if worker_proc is None else worker_proc.address
 
 
 @pytest.fixture
@@ -68,7 +90,7 @@ def http(worker: Address) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def lab_proc() -> Iterator[ServiceProcess]:
     skip_in_compose()
-    unreachable = closed_port_address()
+    unreachable = f"127.0.0.1:{free_port()}"  # nothing listens there any more
     proc = start_worker(
         {**LAB_ENV, "WORKER_TRIO_ECHO_ADDR": unreachable, "WORKER_UVLOOP_ECHO_ADDR": unreachable}
     )
@@ -187,19 +209,49 @@ def test_each_mode_runs_where_it_says(
         assert body["thread"] == "MainThread"
 
 
-def test_ten_async_sleeps_overlap(http: httpx.Client) -> None:
-    """10 concurrent 200 ms sleeps in async mode finish well under a second (not 2 s)."""
+def job_spans(log: str, ids: set[int]) -> dict[int, tuple[float, float]]:
+    """(start, end) in seconds of each job in ``ids``, from the worker's job_done lines."""
+    spans = {}
+    for line in log.splitlines():
+        if (match := JOB_DONE_LINE.match(line)) and int(match["id"]) in ids:
+            end = datetime.datetime.strptime(match["ts"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            spans[int(match["id"])] = (end - float(match["run_ms"]) / 1000, end)
+    return spans
 
-    def one() -> httpx.Response:
-        return job(http, "sleep", {"ms": 200}, mode="async")
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
-        start = time.perf_counter()
-        responses = list(pool.map(lambda _: one(), range(10)))
-        wall = time.perf_counter() - start
-    assert all(r.status_code == 200 for r in responses)
-    assert all(r.json()["run_ms"] >= 190 for r in responses)
-    assert wall < 1.0, f"10 async sleeps of 200 ms took {wall:.2f} s"
+def test_ten_async_sleeps_overlap(worker: Address, worker_proc: ServiceProcess | None) -> None:
+    """10 concurrent 200 ms sleeps in async mode finish well under a second (not 2 s).
+
+    The requests go out together from one asyncio client; the server's own
+    evidence says they overlapped: no job waited for another (queued_ms well
+    under one sleep), all ran on unsync's one loop thread, and (local worker)
+    their run spans from the log share a common instant.
+    """
+    body = {"task": "sleep", "args": {"ms": OVERLAP_SLEEP_MS}, "mode": "async"}
+
+    async def burst() -> tuple[float, list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=f"http://{worker}", timeout=HTTP_TIMEOUT_S) as c:
+            start = time.perf_counter()
+            responses = await asyncio.gather(
+                *(c.post("/jobs", json=body) for _ in range(OVERLAP_JOBS))
+            )
+            return time.perf_counter() - start, responses
+
+    wall, responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * OVERLAP_JOBS
+    bodies = [r.json() for r in responses]
+    assert {(b["pid"], b["thread"]) for b in bodies} == {(bodies[0]["pid"], "unsync-loop")}
+    assert all(b["run_ms"] >= OVERLAP_SLEEP_MS * 0.95 for b in bodies)
+    # A job that waited for another would have queued for a whole sleep.
+    assert max(b["queued_ms"] for b in bodies) < OVERLAP_SLEEP_MS / 2, bodies
+    if worker_proc is not None:
+        ids = {b["id"] for b in bodies}
+        spans = job_spans(worker_proc.output(), ids)
+        assert set(spans) == ids
+        latest_start = max(start for start, _ in spans.values())
+        earliest_end = min(end for _, end in spans.values())
+        assert latest_start < earliest_end, f"run spans do not all overlap: {spans}"
+    assert wall < 1.0, f"{OVERLAP_JOBS} async sleeps of {OVERLAP_SLEEP_MS} ms took {wall:.2f} s"
 
 
 # ------------------------------------------------------------------ echo probe
@@ -336,15 +388,70 @@ def test_unknown_path_and_method_are_json_errors(http: httpx.Client) -> None:
 
 def test_full_queue_is_503_with_retry_after(lab: httpx.Client) -> None:
     """2 consumers busy + 2 queued: the 5th job is refused at once."""
-    busy = {"task": "sleep", "args": {"ms": 1500}, "mode": "async"}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        pending = [pool.submit(lab.post, "/jobs", json=busy) for _ in range(4)]
-        wait_until(lambda: metric(lab, "worker_queue_depth") == 2, 10, "2 queued jobs")
+    # ReleaseServer exits first: a failed check releases the jobs before the pool joins them.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool, ReleaseServer() as gate:
+        pending = [pool.submit(lab.post, "/jobs", json=gate.hold_job()) for _ in range(4)]
+        wait_until(
+            lambda: (
+                metric(lab, "worker_jobs_running") == 2 and metric(lab, "worker_queue_depth") == 2
+            ),
+            10,
+            "2 running and 2 queued jobs",
+        )
         refused = job(lab, "sleep", {"ms": 1}, mode="async")
         assert refused.status_code == 503
         assert refused.json()["error"] == "queue_full"
         assert int(refused.headers["Retry-After"]) >= 1
-        assert [f.result().status_code for f in pending] == [200] * 4
+        assert not any(f.done() for f in pending)
+        gate.release()
+        answers = [f.result() for f in pending]
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.json()["result"] for a in answers] == [{"released": True}] * 4
+
+
+def test_sync_jobs_beyond_the_limit_are_503_with_retry_after(lab: httpx.Client) -> None:
+    """WORKER_SYNC_MAX_JOBS=1: while one sync job waits for a consumer, another is refused."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool, ReleaseServer() as gate:
+        holds = [pool.submit(lab.post, "/jobs", json=gate.hold_job()) for _ in range(2)]
+        wait_until(lambda: metric(lab, "worker_jobs_running") == 2, 10, "both consumers busy")
+        waiting = pool.submit(job, lab, "sleep", {"ms": 1}, mode="sync")
+        wait_until(lambda: metric(lab, "worker_queue_depth") == 1, 10, "the sync job to queue")
+        refused = job(lab, "primes", {"n": 10}, mode="sync")
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "sync_busy"
+        assert "limit of 1 sync jobs" in refused.json()["detail"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        gate.release()
+        assert [h.result().status_code for h in holds] == [200, 200]
+        assert waiting.result().status_code == 200
+    # its answer freed the slot
+    assert job(lab, "primes", {"n": 10}, mode="sync").json()["result"] == 4
+
+
+def test_sync_mode_can_be_turned_off() -> None:
+    """WORKER_SYNC_MAX_JOBS=0: sync is neither listed nor accepted; other modes still run."""
+    skip_in_compose()
+    proc = start_worker(
+        {"WORKER_SYNC_MAX_JOBS": "0", "WORKER_PROCESSES": "1", "WORKER_THREADS": "1"}
+    )
+    try:
+        with make_client(proc.address) as http:
+            tasks = {t["name"]: t for t in http.get("/tasks").json()["tasks"]}
+            assert tasks["primes"]["modes"] == ["auto", "process", "thread"]
+            assert all("sync" not in t["modes"] for t in tasks.values())
+            schema = http.get("/openapi.json").json()
+            body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]
+            assert all(
+                "sync" not in branch["properties"]["mode"]["enum"]
+                for branch in body["schema"]["oneOf"]
+            )
+            refused = job(http, "primes", {"n": 10}, mode="sync")
+            assert refused.status_code == 422
+            assert refused.json()["error"] == "mode_not_allowed"
+            assert "WORKER_SYNC_MAX_JOBS is 0" in refused.json()["detail"]
+            assert job(http, "primes", {"n": 10}, mode="thread").json()["result"] == 4
+    finally:
+        proc.cleanup()
 
 
 def test_async_timeout_is_504_and_the_job_is_cancelled(lab: httpx.Client) -> None:

@@ -12,18 +12,21 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
+from services.common.config import EXIT_START_FAILED, EXIT_USAGE
 from tests.helpers import REPO_ROOT, ServiceProcess, wait_until
 from tests.integration.test_worker_support import (
     EXIT_TIMEOUT_S,
     ORPHAN_TIMEOUT_S,
+    ReleaseServer,
     alive,
-    descendants,
+    children_of,
     job,
     metric,
     skip_in_compose,
@@ -47,7 +50,7 @@ class Workers:
     def start(self, env: dict[str, str]) -> tuple[ServiceProcess, set[int]]:
         proc = start_worker({"WORKER_PROCESSES": "2", "WORKER_THREADS": "2", **env})
         self.procs.append(proc)
-        children = descendants(proc.proc.pid)
+        children = children_of(proc.proc.pid)
         self.spawned |= children
         assert len(children) >= MIN_CHILDREN, f"expected forkserver, tracker, pool: {children}"
         return proc, children
@@ -71,9 +74,14 @@ def workers() -> Iterator[Workers]:
 
 
 def test_sigterm_drains_then_exits_0_without_orphans(workers: Workers) -> None:
-    proc, children = workers.start({"WORKER_DRAIN_S": "10"})
-    with make_client(proc.address) as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(job, http, "sleep", {"ms": 1500}, mode="async")
+    proc, children = workers.start({"WORKER_DRAIN_S": "10", "WORKER_ENABLE_TEST_TASKS": "1"})
+    with (
+        make_client(proc.address) as http,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ReleaseServer() as gate,  # exits first: releases the job before the pool joins it
+    ):
+        # held until released below, however long the checks take on a slow machine
+        in_flight = pool.submit(http.post, "/jobs", json=gate.hold_job())
         wait_until(lambda: metric(http, "worker_jobs_running") == 1, 10, "the job to start")
         proc.signal(signal.SIGTERM)
 
@@ -83,8 +91,11 @@ def test_sigterm_drains_then_exits_0_without_orphans(workers: Workers) -> None:
 
         wait_until(refused, 5, "new jobs to be refused with 503")
         assert http.get("/healthz").json()["status"] == "draining"
+        assert not in_flight.done()
+        gate.release()
         finished = in_flight.result(timeout=EXIT_TIMEOUT_S)
         assert finished.status_code == 200, finished.text  # drained, not cut
+        assert finished.json()["result"] == {"released": True}
     assert proc.wait(EXIT_TIMEOUT_S) == 0
     wait_until(lambda: not alive(children), ORPHAN_TIMEOUT_S, "the worker's children to exit")
     log = proc.output()
@@ -125,6 +136,26 @@ def test_sigkill_leaves_no_orphan_pool_processes(workers: Workers) -> None:
     wait_until(lambda: not alive(children), ORPHAN_TIMEOUT_S, "the orphaned children to exit")
 
 
+def test_an_address_in_use_fails_at_start_with_one_line_and_status_1() -> None:
+    """Like the echo servers: 1 (could not start), not 2 (bad settings)."""
+    skip_in_compose()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "services.unsync_worker", "--host", "127.0.0.1"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "WORKER_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == EXIT_START_FAILED == 1
+    assert result.stderr.strip().splitlines() == [
+        f"unsync_worker: error: --host/--port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    ]
+
+
 def test_contradictory_settings_fail_at_start_with_one_line() -> None:
     skip_in_compose()
     result = subprocess.run(
@@ -134,6 +165,6 @@ def test_contradictory_settings_fail_at_start_with_one_line() -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == EXIT_USAGE == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--default-timeout-s / WORKER_DEFAULT_TIMEOUT_S" in result.stderr

@@ -11,13 +11,13 @@ import os
 import socket
 import socketserver
 import threading
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bench.procstat import descendants
 from tests.helpers import Address, ServiceProcess, target
 
 # The worker's contract (DESIGN.md): how it is started and how readiness is polled.
@@ -33,6 +33,9 @@ ORPHAN_TIMEOUT_S = 10.0
 
 # echo server: bytes read per recv; the probes send at most 64 KiB at a time.
 ECHO_CHUNK = 64 * 1024
+
+# ReleaseServer: how often its accept loop checks whether to stop (bounds its exit).
+ACCEPT_POLL_S = 0.1
 
 # Why a test is skipped against the compose stack (its container has default settings).
 NEEDS_LOCAL = "needs a custom-configured local worker process (LAB_TARGET=compose)"
@@ -102,34 +105,72 @@ class EchoServer:
         self.thread.join(5)
 
 
-def closed_port_address() -> str:
-    """A loopback address where (a moment ago) nothing listened."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+class ReleaseServer:
+    """A loopback listener for the test-only ``hold`` task: jobs wait until :meth:`release`.
+
+    Each hold job connects here and waits for the connection to close. Until
+    :meth:`release` every connection is held open; after it, held and new ones
+    are closed at once. Leaving the ``with`` block releases too, so no job is
+    left waiting on a failed test.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(ACCEPT_POLL_S)
+        self._lock = threading.Lock()
+        self._released = False
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="release-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def hold_job(self, timeout_s: float = 25.0) -> dict[str, Any]:
+        """A POST /jobs body that holds a consumer until :meth:`release` (or its timeout)."""
+        return {
+            "task": "hold",
+            "args": {"port": self.port, "max_ms": int(timeout_s * 1000)},
+            "mode": "async",
+            "timeout_s": timeout_s,
+        }
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                if self._released:
+                    conn.close()
+                else:
+                    self._held.append(conn)
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            for conn in self._held:
+                conn.close()
+            self._held.clear()
+
+    def __enter__(self) -> ReleaseServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, grandchildren...), from /proc."""
-    children: dict[int, set[int]] = defaultdict(set)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":  # a zombie has already exited
-            children[int(fields[1])].add(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+def children_of(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren...), zombies left out."""
+    return alive(set(descendants(pid)) - {pid})
 
 
 def alive(pids: set[int]) -> set[int]:

@@ -120,6 +120,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.trio_echo_addr == EchoAddress("trio-echo", 9001)
     assert settings.uvloop_echo_addr == EchoAddress("uvloop-echo", 9002)
     assert settings.enable_test_tasks is False
+    assert settings.sync_max_jobs == 20  # on, bounded
     assert settings.problem() is None
 
 
@@ -140,6 +141,10 @@ def test_flags_win_over_env() -> None:
         ({"WORKER_PROCESSES": "0"}, "--processes / WORKER_PROCESSES: '0' must be >= 1"),
         ({"WORKER_UVLOOP_ECHO_ADDR": "nope"}, "--uvloop-echo-addr / WORKER_UVLOOP_ECHO_ADDR"),
         ({"WORKER_MAX_TIMEOUT_S": "-1"}, "--max-timeout-s / WORKER_MAX_TIMEOUT_S"),
+        (
+            {"WORKER_SYNC_MAX_JOBS": "-1"},
+            "--sync-max-jobs / WORKER_SYNC_MAX_JOBS: '-1' must be >= 0",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from unsync import unsync
 
 from services.unsync_worker import adapter, work
 from services.unsync_worker.tasks import (
@@ -179,19 +180,36 @@ def test_cpu_bound_refuses_closures_and_methods() -> None:
         adapter.cpu_bound(_Holder.method)
 
 
+@pytest.fixture
+def unsync_registry() -> Iterator[dict[tuple[str, str], Any]]:
+    """unsync's process-global cpu_bound registry, restored as it was after the test."""
+    registry: dict[tuple[str, str], Any] = unsync.unsync_functions
+    saved = dict(registry)
+    try:
+        yield registry
+    finally:
+        registry.clear()
+        registry.update(saved)
+
+
 def _twin_a() -> work.Ran:
     return work.ran(0.0, "a")
 
 
-def _twin_b() -> work.Ran:
-    return work.ran(0.0, "b")
-
-
-def test_cpu_bound_refuses_a_second_function_with_the_same_name() -> None:
+def test_cpu_bound_refuses_a_second_function_with_the_same_name(
+    unsync_registry: dict[tuple[str, str], Any],
+) -> None:
     adapter.cpu_bound(_twin_a)
-    _twin_b.__name__ = _twin_b.__qualname__ = "_twin_a"
+    assert unsync_registry[(__name__, "_twin_a")] is _twin_a
+
+    def impostor() -> work.Ran:
+        return work.ran(0.0, "b")
+
+    # Looks module-level and shares _twin_a's name: unsync would run the wrong one.
+    impostor.__name__ = impostor.__qualname__ = "_twin_a"
     with pytest.raises(TypeError, match="different function has this name"):
-        adapter.cpu_bound(_twin_b)
+        adapter.cpu_bound(impostor)
+    assert unsync_registry[(__name__, "_twin_a")] is _twin_a
 
 
 def test_on_loop_needs_an_async_function() -> None:
