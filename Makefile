@@ -138,7 +138,7 @@ down: ## stop and remove the stack: containers, networks, volumes (nothing left)
 	  left=$$(docker ps -aq --filter label=$$label); \
 	  if [ -n "$$left" ]; then echo "down: containers left: $$left" >&2; exit 1; fi
 
-logs: ## the stack's recent logs (FOLLOW=1 to follow, LINES=N)
+logs: ## the stack's recent logs (FOLLOW=1 to follow, LINES=N per service)
 	$(COMPOSE) logs --tail=$(or $(LINES),100) $(if $(FOLLOW),--follow)
 
 ps: ## the stack's containers, state and health

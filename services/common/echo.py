@@ -58,7 +58,7 @@ class EchoSettings:
     )
     idle_timeout_s: float = config.setting(
         60.0,
-        help="close a connection that sends nothing for this long (0: never)",
+        help="close a connection on which no byte moved for this long (0: never)",
         parse=config.non_negative_float,
     )
     drain_s: float = config.setting(
