@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from bench.procstat import cpu_ticks
 from services.common.logs import log_event
+from services.common.ports import free_port
 from services.common.probe import ProbeError, probe_echo
 
 logger = logging.getLogger("bench.servers")
@@ -159,13 +159,6 @@ def build_c_server(binary: Path = C_BINARY) -> tuple[Path | None, str]:
         first = (proc.stderr.strip().splitlines() or ["?"])[0]
         return None, f"{compiler} failed ({first})"
     return binary, ""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (the kernel picked it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import free_port, stop_process
+from bench.servers import stop_process
 from services.common import config
 from services.common.logs import log_event, setup_logging
+from services.common.ports import free_port
 from services.common.probe import ProbeError, probe_echo, probe_http
 
 logger = logging.getLogger("loadtest.local")

@@ -13,7 +13,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.ports import free_port
 from services.common.probe import ProbeError, probe_echo, probe_http
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +50,6 @@ def target() -> str:
     if value not in ("local", "compose"):
         raise RuntimeError(f"LAB_TARGET must be local or compose, not {value!r}")
     return value
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (the kernel picked it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.common.ports import free_port
 from services.common.probe import ProbeError, probe_http
 from services.unsync_worker.settings import DEFAULT_SYNC_MAX_JOBS, available_cpus
 
@@ -150,12 +150,6 @@ def run_batch(
 
 
 # ------------------------------------------------------------------ worker process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_worker(log_path: Path, sync_jobs: int) -> tuple[subprocess.Popen[bytes], int]:

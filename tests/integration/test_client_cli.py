@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import REPO_ROOT, Address, free_port
+from services.common.ports import free_port
+from tests.helpers import REPO_ROOT, Address
 
 # A CLI run here does a few hundred round trips; this only stops a hung one.
 RUN_TIMEOUT_S = 120

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import Address, ServiceProcess, free_port, wait_until
+from services.common.ports import free_port
+from tests.helpers import Address, ServiceProcess, wait_until
 from tests.integration.test_worker_support import (
     HTTP_TIMEOUT_S,
     EchoServer,

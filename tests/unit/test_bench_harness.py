@@ -15,7 +15,7 @@ from bench.harness import SUMMARY_FIGURES, run_record, summarize_cell, write_jso
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.servers import choose_placement
 from bench.stats import LogHistogram
-from tests.helpers import free_port
+from services.common.ports import free_port
 
 # Keys every record has, whatever happened to the run.
 ALWAYS = {"server_cpu_s", "server_busy", "cpu_us_per_req", "other_load", "steal", "req_per_s"}

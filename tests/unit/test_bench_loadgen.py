@@ -17,7 +17,8 @@ import pytest
 from bench.loadgen import LoadSpec, run_load
 from bench.procstat import cpu_ticks, descendants
 from bench.servers import C_SOURCE, build_c_server
-from tests.helpers import ServiceProcess, free_port, wait_until
+from services.common.ports import free_port
+from tests.helpers import ServiceProcess, wait_until
 
 # Short windows: enough for hundreds of round trips, little CPU for a shared CI box.
 WARMUP_S = 0.05

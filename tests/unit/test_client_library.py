@@ -25,7 +25,7 @@ from services.client import (
     EchoTimeoutError,
 )
 from services.client.echo_client import INLINE_SEND_LIMIT, RECV_SIZE
-from tests.helpers import free_port
+from services.common.ports import free_port
 
 pytestmark = pytest.mark.anyio
 

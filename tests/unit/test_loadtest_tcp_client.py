@@ -23,7 +23,8 @@ import pytest
 
 from loadtest.echo_stub import StubEchoServer
 from loadtest.tcp_client import REQUEST_TYPE, EchoClient, EchoMismatch, ShortEcho
-from tests.helpers import REPO_ROOT, ServiceProcess, free_port
+from services.common.ports import free_port
+from tests.helpers import REPO_ROOT, ServiceProcess
 
 
 class Recorder:
